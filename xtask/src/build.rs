@@ -1,0 +1,289 @@
+//! Building the kernel, the guest programs and fetching busybox.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use crate::kconfig;
+use crate::machine::Machine;
+use crate::overlay;
+use crate::paths::{self, Cache};
+use crate::source::Source;
+use crate::toolchain::{Cmd, Toolchain};
+use crate::ui::{self, Phase};
+
+/// Bumped when the build steps change in a way that invalidates old builds.
+const BUILD_LAYOUT: u32 = 1;
+
+/// Everything a build needs.
+pub struct Ctx {
+    pub cache: Cache,
+    pub project: PathBuf,
+    pub tc: Toolchain,
+    /// The root that downloads Debian packages.
+    pub apt: Toolchain,
+    pub source: Source,
+    pub tc_identity: String,
+    /// The hard-link farm with the overlay.
+    pub tree: PathBuf,
+    pub jobs: usize,
+}
+
+/// A built kernel.
+pub struct Kernel {
+    pub build_dir: PathBuf,
+    pub image: PathBuf,
+    pub modroot: PathBuf,
+    pub release: String,
+}
+
+/// The fragments that make up a machine's configuration, in merge order.
+pub fn fragments(project: &Path, arch: &str) -> Result<Vec<PathBuf>> {
+    let mut v = vec![
+        project.join("qemu/config/common.config"),
+        project.join(format!("qemu/config/{arch}.config")),
+    ];
+    let mut ku: Vec<PathBuf> = std::fs::read_dir(project.join("kunit"))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "kunitconfig"))
+        .collect();
+    ku.sort();
+    v.extend(ku);
+    Ok(v)
+}
+
+impl Ctx {
+    /// Applies the overlay to the build tree (creating the tree if needed).
+    pub fn apply_overlay(&self) -> Result<Vec<PathBuf>> {
+        let phase = Phase::start("overlay");
+        let log = self.cache.dir.join("tree/overlay.log");
+        let r = (|| {
+            overlay::ensure_tree(&self.source.dir, &self.tree, &phase)?;
+            let scratch = self.cache.dir.join("tree/scratch");
+            let files = overlay::compute(&self.project, &self.source.dir, &scratch, &self.tc, &log, &phase)?;
+            overlay::reconcile(&files, &self.source.dir, &self.tree)
+        })();
+        match r {
+            Ok(changed) => {
+                phase.done(&format!("{} file(s) changed", changed.len()));
+                Ok(changed)
+            }
+            Err(e) => {
+                phase.fail();
+                Err(e)
+            }
+        }
+    }
+
+    fn make(&self, m: &Machine, build_dir: &Path) -> Cmd {
+        Cmd::new("make")
+            .arg("-C")
+            .arg(&self.tree)
+            .arg(format!("O={}", build_dir.display()))
+            .arg(format!("ARCH={}", m.kernel_arch))
+            .arg("LLVM=1")
+            .arg(format!("-j{}", self.jobs))
+    }
+
+    /// Configures and builds the kernel for `m`.
+    pub fn build_kernel(&self, m: &Machine) -> Result<Kernel> {
+        let frags = fragments(&self.project, &m.name)?;
+        let mut key_src = format!("{BUILD_LAYOUT}\n{}\n{}\n{}\n", m.name, self.source.key, self.tc_identity);
+        for f in &frags {
+            key_src.push_str(&std::fs::read_to_string(f)?);
+        }
+        let build_dir = ui::ensure_dir(self.cache.dir.join(format!("build/{}-{}", m.name, paths::short_hash(&key_src))))?;
+        let log = build_dir.join("build.log");
+        let _ = std::fs::remove_file(&log);
+        let phase = Phase::start(format!("build {}", m.name));
+        let hint = format!(
+            "fix the error shown above (full log: {}); the cache stays usable, rerun when fixed",
+            log.display()
+        );
+        let r = (|| -> Result<Kernel> {
+            let tiny = build_dir.join("tiny.config");
+            if !tiny.exists() {
+                phase.status("tinyconfig");
+                ui::run_logged(&mut self.tc.command(&self.make(m, &build_dir).arg("tinyconfig")), &log, &phase, &hint)?;
+                std::fs::copy(build_dir.join(".config"), &tiny)?;
+            }
+            let mut requested = kconfig::Config::new();
+            let mut parsed = Vec::new();
+            for f in &frags {
+                let c = kconfig::parse(&std::fs::read_to_string(f)?)
+                    .with_context(|| format!("in {}", f.display()))?;
+                requested = kconfig::merge(&requested, &[c.clone()]);
+                parsed.push(c);
+            }
+            let base = kconfig::parse(&std::fs::read_to_string(&tiny)?)?;
+            let merged = kconfig::render(&kconfig::merge(&base, &parsed));
+            let cfg = build_dir.join(".config");
+            let prev_final = std::fs::read_to_string(&cfg).unwrap_or_default();
+            std::fs::write(&cfg, merged)?;
+            phase.status("olddefconfig");
+            ui::run_logged(&mut self.tc.command(&self.make(m, &build_dir).arg("olddefconfig")), &log, &phase, &hint)?;
+            let final_text = std::fs::read_to_string(&cfg)?;
+            if final_text == prev_final {
+                // Keep the old timestamp so make sees nothing new.
+                let _ = std::process::Command::new("touch")
+                    .arg("-r")
+                    .arg(build_dir.join("include/config/auto.conf"))
+                    .arg(&cfg)
+                    .status();
+            }
+            let dropped = kconfig::verify(&requested, &kconfig::parse(&final_text)?);
+            if !dropped.is_empty() {
+                let list: Vec<String> = dropped.iter().map(|d| format!("    {d}")).collect();
+                bail!(
+                    "olddefconfig dropped {} requested option(s) for {}:\n{}\n  hint: an option's dependencies are not met; see `make menuconfig` in {}",
+                    dropped.len(),
+                    m.name,
+                    list.join("\n"),
+                    build_dir.display()
+                );
+            }
+            phase.status("compiling");
+            ui::run_logged(&mut self.tc.command(&self.make(m, &build_dir).arg("all")), &log, &phase, &hint)?;
+            let modroot = build_dir.join("modroot");
+            if modroot.exists() {
+                crate::toolchain::remove_tree(&modroot)?;
+            }
+            phase.status("modules_install");
+            ui::run_logged(
+                &mut self.tc.command(
+                    &self
+                        .make(m, &build_dir)
+                        .arg(format!("INSTALL_MOD_PATH={}", modroot.display()))
+                        .arg("INSTALL_MOD_STRIP=1")
+                        .arg("modules_install"),
+                ),
+                &log,
+                &phase,
+                &hint,
+            )?;
+            let release = self
+                .tc
+                .output(&self.make(m, &build_dir).arg("-s").arg("kernelrelease"))?
+                .trim()
+                .to_string();
+            Ok(Kernel {
+                image: build_dir.join(&m.kernel_image),
+                build_dir: build_dir.clone(),
+                modroot,
+                release,
+            })
+        })();
+        match r {
+            Ok(k) => {
+                phase.done(&format!("{} ({})", k.image.display(), k.release));
+                Ok(k)
+            }
+            Err(e) => {
+                phase.fail();
+                Err(e)
+            }
+        }
+    }
+
+    /// Builds the guest programs for `m`; returns the directory holding them.
+    pub fn build_guest(&self, m: &Machine) -> Result<PathBuf> {
+        let phase = Phase::start(format!("guest programs {}", m.name));
+        let log = self.cache.dir.join(format!("guest/{}.log", m.name));
+        let _ = std::fs::remove_file(&log);
+        let target_dir = self.cache.dir.join(format!("guest/{}", paths::short_hash(&self.tc_identity)));
+        let cargo_home = cargo_home()?;
+        let r = (|| -> Result<()> {
+            // Fetch with the host's cargo (it has the network configuration),
+            // build offline in the toolchain.
+            let host_cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            ui::run_logged(
+                std::process::Command::new(host_cargo)
+                    .args(["fetch", "--locked", "--manifest-path"])
+                    .arg(self.project.join("Cargo.toml")),
+                &log,
+                &phase,
+                "check access to crates.io",
+            )?;
+            let linker_var = format!(
+                "CARGO_TARGET_{}_LINKER",
+                m.rust_target.to_uppercase().replace('-', "_")
+            );
+            let linker = if m.rust_target.starts_with("aarch64") { "aarch64-linux-gnu-gcc" } else { "cc" };
+            ui::run_logged(
+                &mut self.tc.command(
+                    &Cmd::new("cargo")
+                        .args(["build", "--release", "--offline", "--locked", "-p", "virtgpu-guest", "--target"])
+                        .arg(&m.rust_target)
+                        .arg("--target-dir")
+                        .arg(&target_dir)
+                        .env("CARGO_HOME", &cargo_home)
+                        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+                        .env(&linker_var, linker)
+                        .cwd(&self.project),
+                ),
+                &log,
+                &phase,
+                "fix the guest program build error shown above",
+            )
+        })();
+        match r {
+            Ok(()) => {
+                phase.done("");
+                Ok(target_dir.join(&m.rust_target).join("release"))
+            }
+            Err(e) => {
+                phase.fail();
+                Err(e)
+            }
+        }
+    }
+
+    /// The static busybox binary for `m`, from Debian's busybox-static.
+    pub fn busybox(&self, m: &Machine) -> Result<PathBuf> {
+        let dir = self.cache.dir.join(format!("downloads/busybox-{}", m.debian_arch));
+        let bin = dir.join("usr/bin/busybox");
+        if bin.exists() {
+            return Ok(bin);
+        }
+        let phase = Phase::start(format!("busybox-static {}", m.debian_arch));
+        let dl = ui::ensure_dir(self.cache.dir.join("downloads"))?;
+        let log = dl.join("download.log");
+        let script = format!(
+            "set -e; rm -f busybox-static_*_{a}.deb; apt-get download busybox-static:{a}; \
+             rm -rf '{d}.partial'; dpkg-deb -x busybox-static_*_{a}.deb '{d}.partial'; \
+             rm -rf '{d}'; mv '{d}.partial' '{d}'",
+            a = m.debian_arch,
+            d = dir.display()
+        );
+        let r = ui::run_logged(
+            &mut self.apt.command(&Cmd::new("sh").args(["-c", &script]).cwd(&dl)),
+            &log,
+            &phase,
+            "check access to the Debian mirror",
+        );
+        match r {
+            Ok(()) if bin.exists() => {
+                phase.done("");
+                Ok(bin)
+            }
+            Ok(()) => {
+                phase.fail();
+                bail!("busybox-static:{} did not contain usr/bin/busybox", m.debian_arch)
+            }
+            Err(e) => {
+                phase.fail();
+                Err(e)
+            }
+        }
+    }
+}
+
+/// The host's cargo home (bind-mounted into the root so the guest build
+/// can use the crates the host fetched).
+pub fn cargo_home() -> Result<PathBuf> {
+    if let Some(h) = std::env::var_os("CARGO_HOME") {
+        return Ok(PathBuf::from(h));
+    }
+    Ok(PathBuf::from(std::env::var_os("HOME").context("HOME is not set")?).join(".cargo"))
+}

@@ -1,0 +1,225 @@
+//! Running a guest under QEMU (TCG) with a captured serial log and QMP.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+
+use crate::machine::Machine;
+use crate::toolchain::{Cmd, Toolchain};
+use crate::ui::{self, Phase};
+
+/// What to boot.
+pub struct BootSpec<'a> {
+    pub machine: &'a Machine,
+    pub kernel: &'a Path,
+    pub initrd: &'a Path,
+    /// Extra kernel command line (after console and panic settings).
+    pub append: String,
+    pub run_dir: &'a Path,
+    pub timeout: Duration,
+    /// Open a window instead of running headless.
+    pub display: bool,
+}
+
+/// A running guest.
+pub struct Guest {
+    child: Child,
+    pub log: PathBuf,
+    qmp: PathBuf,
+    started: Instant,
+    timeout: Duration,
+    exited: bool,
+}
+
+impl Guest {
+    /// Starts QEMU.
+    pub fn start(tc: &Toolchain, spec: &BootSpec<'_>) -> Result<Guest> {
+        let log = spec.run_dir.join("serial.log");
+        let qmp = spec.run_dir.join("qmp.sock");
+        let _ = std::fs::remove_file(&log);
+        let _ = std::fs::remove_file(&qmp);
+        let append = format!(
+            "console={} panic=-1 oops=panic {}",
+            spec.machine.console, spec.append
+        );
+        let mut c = Cmd::new(&spec.machine.qemu)
+            .args(&spec.machine.args)
+            .args(["-no-reboot", "-kernel"])
+            .arg(spec.kernel)
+            .arg("-initrd")
+            .arg(spec.initrd)
+            .arg("-append")
+            .arg(append.trim())
+            .arg("-serial")
+            .arg(format!("file:{}", log.display()))
+            .arg("-qmp")
+            .arg(format!("unix:{},server=on,wait=off", qmp.display()));
+        if spec.display {
+            let disp = std::env::var("DISPLAY").context(
+                "--display needs a graphical session (DISPLAY is not set); run without --display for a headless run",
+            )?;
+            c = c.args(["-display", "gtk"]).env("DISPLAY", disp);
+        } else {
+            c = c.args(["-display", "none"]);
+        }
+        let stderr = std::fs::File::create(spec.run_dir.join("qemu.log"))?;
+        let child = tc
+            .command(&c)
+            .stdin(Stdio::null())
+            .stdout(stderr.try_clone()?)
+            .stderr(stderr)
+            .spawn()
+            .with_context(|| format!("starting {}", spec.machine.qemu))?;
+        Ok(Guest {
+            child,
+            log,
+            qmp,
+            started: Instant::now(),
+            timeout: spec.timeout,
+            exited: false,
+        })
+    }
+
+    /// The serial log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read(&self.log)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// Time since QEMU started.
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    fn hung(&mut self) -> anyhow::Error {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.exited = true;
+        let qemu_log = self.log.with_file_name("qemu.log");
+        anyhow::anyhow!(
+            "guest hung: no power-off within {}s. Last lines of the serial log ({}):\n{}\n  \
+             hint: see where the boot stopped; QEMU's own messages are in {}; \
+             a slow host may need a longer --timeout",
+            self.timeout.as_secs(),
+            self.log.display(),
+            indent(&ui::tail(&self.log, 15)),
+            qemu_log.display()
+        )
+    }
+
+    fn check_exit(&mut self) -> Result<bool> {
+        if self.exited {
+            return Ok(true);
+        }
+        if let Some(status) = self.child.try_wait()? {
+            self.exited = true;
+            if !status.success() {
+                let qemu_log = self.log.with_file_name("qemu.log");
+                bail!(
+                    "QEMU failed ({status}):\n{}\n  serial log: {}",
+                    indent(&ui::tail(&qemu_log, 10)),
+                    self.log.display()
+                );
+            }
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Waits for a serial line containing `needle`; returns it, or `None` if
+    /// the guest powered off first. Times out as a hang.
+    pub fn wait_line(&mut self, needle: &str, phase: &Phase) -> Result<Option<String>> {
+        loop {
+            let text = self.log_text();
+            if let Some(l) = text.lines().find(|l| l.contains(needle)) {
+                return Ok(Some(l.to_string()));
+            }
+            if self.check_exit()? {
+                return Ok(None);
+            }
+            if self.started.elapsed() > self.timeout {
+                return Err(self.hung());
+            }
+            if let Some(last) = text.lines().last() {
+                phase.status(crate::ktap::strip_timestamp(last).trim());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits for QEMU to exit (the guest powers off). Times out as a hang.
+    pub fn wait_exit(&mut self, phase: &Phase) -> Result<()> {
+        loop {
+            if self.check_exit()? {
+                return Ok(());
+            }
+            if self.started.elapsed() > self.timeout {
+                return Err(self.hung());
+            }
+            if let Some(last) = self.log_text().lines().last() {
+                phase.status(crate::ktap::strip_timestamp(last).trim());
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Runs one QMP command and returns its `return` value.
+    pub fn qmp(&self, command: &str, arguments: Value) -> Result<Value> {
+        let stream = UnixStream::connect(&self.qmp)
+            .with_context(|| format!("connecting to QMP at {}", self.qmp.display()))?;
+        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+        let mut reader = BufReader::new(stream.try_clone()?);
+        let mut w = stream;
+        let mut line = String::new();
+        reader.read_line(&mut line)?; // greeting
+        let mut send = |v: Value| -> Result<Value> {
+            writeln!(w, "{v}")?;
+            loop {
+                let mut l = String::new();
+                if reader.read_line(&mut l)? == 0 {
+                    bail!("QMP connection closed");
+                }
+                let v: Value = serde_json::from_str(&l).context("QMP sent invalid JSON")?;
+                if let Some(r) = v.get("return") {
+                    return Ok(r.clone());
+                }
+                if let Some(e) = v.get("error") {
+                    bail!("QMP error: {e}");
+                }
+                // An asynchronous event: keep reading.
+            }
+        };
+        send(json!({"execute": "qmp_capabilities"}))?;
+        send(json!({"execute": command, "arguments": arguments}))
+    }
+
+    /// Saves the display as PNG.
+    pub fn screendump(&self, png: &Path) -> Result<()> {
+        let _ = std::fs::remove_file(png);
+        self.qmp(
+            "screendump",
+            json!({"filename": png.display().to_string(), "format": "png"}),
+        )?;
+        Ok(())
+    }
+}
+
+impl Drop for Guest {
+    fn drop(&mut self) {
+        if !self.exited {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Indents every line by four spaces.
+pub fn indent(s: &str) -> String {
+    s.lines().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n")
+}

@@ -1,0 +1,462 @@
+//! The commands: setup, build, qemu, test, clean.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+
+use crate::build::{Ctx, Kernel};
+use crate::ktap::{self, Outcome};
+use crate::machine::{self, Machine};
+use crate::paths::{self, Cache};
+use crate::qemu::{self, BootSpec, Guest};
+use crate::render;
+use crate::source;
+use crate::splat;
+use crate::toolchain::{self, Toolchain};
+use crate::ui::{self, Phase};
+use crate::BootArgs;
+
+/// Provisions what is needed and returns the build context.
+pub fn setup(cache_dir: Option<PathBuf>, kernel_src: Option<PathBuf>) -> Result<Ctx> {
+    let cache = Cache::locate(cache_dir)?;
+    let project = paths::project_root();
+    let mut binds = vec![cache.dir.clone(), project.clone(), crate::build::cargo_home()?];
+    let user_src = match &kernel_src {
+        Some(d) => {
+            let s = source::user_tree(d)?;
+            binds.push(s.dir.clone());
+            Some(s)
+        }
+        None => None,
+    };
+    // The root always provides apt (downloads); its toolchain only when the
+    // host's does not qualify.
+    let apt = toolchain::ensure_root_base(&cache, binds.clone())?;
+    let source = match user_src {
+        Some(s) => s,
+        None => source::debian_tree(&cache, &apt)?,
+    };
+    let shortfalls = toolchain::host_shortfalls(&source.dir, &cache.dir.join("tmp/rustavailable"));
+    let tc = if shortfalls.is_empty() {
+        Toolchain::Host
+    } else {
+        if ui::verbose() {
+            eprintln!("  the host toolchain does not qualify: {}", shortfalls.join("; "));
+        }
+        toolchain::ensure_root_packages(&apt, &cache)?;
+        apt.clone()
+    };
+    eprintln!(
+        "  kernel {} from {}; building with the {}",
+        source.version,
+        source.dir.display(),
+        tc.describe()
+    );
+    let tc_identity = tc.identity().context("reading the toolchain's versions")?;
+    let tree = cache.dir.join(format!("tree/{}", source.key));
+    let jobs = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    Ok(Ctx {
+        cache,
+        project,
+        tc,
+        apt,
+        source,
+        tc_identity,
+        tree,
+        jobs,
+    })
+}
+
+/// One architecture built and ready to boot.
+struct Built {
+    machine: Machine,
+    kernel: Kernel,
+    initrd: PathBuf,
+}
+
+fn build_arch(ctx: &Ctx, arch: &str) -> Result<Built> {
+    let machine = Machine::load(&ctx.project, arch)?;
+    let kernel = ctx.build_kernel(&machine)?;
+    let programs = ctx.build_guest(&machine)?;
+    let busybox = ctx.busybox(&machine)?;
+    let run_dir = ctx.cache.run_dir(arch)?;
+    let initrd = crate::initramfs::build(
+        &ctx.project,
+        &busybox,
+        &kernel.modroot,
+        &programs,
+        &run_dir.join("initramfs.cpio"),
+    )?;
+    Ok(Built {
+        machine,
+        kernel,
+        initrd,
+    })
+}
+
+fn prepare(cache_dir: Option<PathBuf>, kernel_src: Option<PathBuf>, boot: &BootArgs) -> Result<Ctx> {
+    let mut ctx = setup(cache_dir, kernel_src)?;
+    if let Some(j) = boot.jobs {
+        ctx.jobs = j.max(1);
+    }
+    ctx.apply_overlay()?;
+    Ok(ctx)
+}
+
+/// `cargo xtask build`.
+pub fn build_only(cache_dir: Option<PathBuf>, kernel_src: Option<PathBuf>, boot: BootArgs) -> Result<()> {
+    let arches = machine::arches(boot.arch.as_deref().unwrap_or("all"))?;
+    let ctx = prepare(cache_dir, kernel_src, &boot)?;
+    for a in arches {
+        let b = build_arch(&ctx, &a)?;
+        eprintln!(
+            "  {a}: {} + {} (build directory {})",
+            b.kernel.image.display(),
+            b.initrd.display(),
+            b.kernel.build_dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// `cargo xtask clean`.
+pub fn clean(cache_dir: Option<PathBuf>) -> Result<()> {
+    let cache = Cache::locate(cache_dir)?;
+    toolchain::remove_tree(&cache.dir)?;
+    eprintln!("removed {}", cache.dir.display());
+    Ok(())
+}
+
+/// What one boot produced.
+struct BootOutcome {
+    log: String,
+    log_path: PathBuf,
+    render: Option<render::Verdict>,
+    screenshot: Option<PathBuf>,
+    error: Option<String>,
+    duration: Duration,
+}
+
+/// Boots `b`; if `render` is set, waits for the guest's render program and
+/// checks a screendump while it runs.
+fn boot(ctx: &Ctx, b: &Built, append: &str, timeout: u64, render: bool, display: bool) -> Result<BootOutcome> {
+    let run_dir = ctx.cache.run_dir(&b.machine.name)?;
+    let spec = BootSpec {
+        machine: &b.machine,
+        kernel: &b.kernel.image,
+        initrd: &b.initrd,
+        append: append.to_string(),
+        run_dir: &run_dir,
+        timeout: Duration::from_secs(timeout),
+        display,
+    };
+    let phase = Phase::start(format!("boot {}", b.machine.name));
+    let mut guest = Guest::start(&ctx.tc, &spec)?;
+    let mut out = BootOutcome {
+        log: String::new(),
+        log_path: guest.log.clone(),
+        render: None,
+        screenshot: None,
+        error: None,
+        duration: Duration::ZERO,
+    };
+    let r = (|| -> Result<()> {
+        if render {
+            match guest.wait_line("virtgpu-rs: render ready", &phase)? {
+                Some(line) => {
+                    let size = line
+                        .rsplit(' ')
+                        .next()
+                        .and_then(|s| s.trim().split_once('x'))
+                        .and_then(|(w, h)| Some((w.parse().ok()?, h.parse().ok()?)))
+                        .context("cannot read the mode from the render-ready line")?;
+                    let png = run_dir.join("screendump.png");
+                    out.render = Some(capture(&guest, &png, &b.machine.name, size, &phase)?);
+                    out.screenshot = Some(png);
+                }
+                None => {
+                    out.render = Some(render::Verdict {
+                        ok: false,
+                        summary: "the guest never reported `render ready` (see the serial log for the render program's error)".into(),
+                    })
+                }
+            }
+        }
+        guest.wait_exit(&phase)
+    })();
+    out.duration = guest.elapsed();
+    out.log = guest.log_text();
+    match r {
+        Ok(()) => {
+            phase.done(&format!("serial log {}", out.log_path.display()));
+        }
+        Err(e) => {
+            phase.fail();
+            out.error = Some(format!("{e:#}"));
+        }
+    }
+    Ok(out)
+}
+
+/// Takes screendumps until one matches the pattern (the first flush may lag
+/// the guest's commit by a moment), for up to ten tries.
+fn capture(guest: &Guest, png: &Path, arch: &str, size: (u32, u32), phase: &Phase) -> Result<render::Verdict> {
+    let mut last = None;
+    for _ in 0..10 {
+        phase.status("screendump");
+        guest.screendump(png)?;
+        let v = render::check(&render::load_png(png)?, arch, size);
+        if v.ok {
+            return Ok(v);
+        }
+        last = Some(v);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    last.context("no screendump taken")
+}
+
+/// `cargo xtask qemu`.
+pub fn qemu(cache_dir: Option<PathBuf>, kernel_src: Option<PathBuf>, boot_args: BootArgs, display: bool) -> Result<i32> {
+    let arch = boot_args.arch.clone().unwrap_or_else(|| "x86_64".into());
+    if arch == "all" {
+        bail!("`cargo xtask qemu` boots one architecture: --arch x86_64 or --arch arm64");
+    }
+    machine::Machine::load(&paths::project_root(), &arch)?;
+    let ctx = prepare(cache_dir, kernel_src, &boot_args)?;
+    let b = build_arch(&ctx, &arch)?;
+    let seconds = if display { 120 } else { 10 };
+    let append = format!(
+        "kunit.enable=0 vrs.modules=virtio_gpu vrs.run=drm-render vrs.render_seconds={seconds} {}",
+        boot_args.append
+    );
+    let out = boot(&ctx, &b, &append, boot_args.timeout, true, display)?;
+    let splats = splat::detect(&out.log);
+    for s in &splats {
+        eprintln!("splat ({}), serial log line {}:\n{}", s.kind, s.line, qemu::indent(&s.text));
+    }
+    if let Some(e) = &out.error {
+        eprintln!("error: {e}");
+    }
+    let render_ok = out.render.as_ref().is_some_and(|v| v.ok);
+    if let Some(v) = &out.render {
+        println!("render: {} {}", if v.ok { "ok" } else { "FAILED" }, v.summary);
+    }
+    if let Some(p) = &out.screenshot {
+        println!("screendump: {}", p.display());
+    }
+    println!("serial log: {}", out.log_path.display());
+    Ok(if render_ok && splats.is_empty() && out.error.is_none() { 0 } else { 1 })
+}
+
+/// One row of the results table.
+struct Row {
+    arch: String,
+    name: String,
+    passed: usize,
+    failed: usize,
+    skipped: usize,
+    note: String,
+}
+
+/// Expected suites for `arch` from `kunit/suites.txt`.
+pub fn expected_suites(text: &str, arch: &str) -> Vec<String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|l| match l.split_once(':') {
+            Some((a, s)) if a == arch => Some(s.trim().to_string()),
+            Some(_) => None,
+            None => Some(l.to_string()),
+        })
+        .collect()
+}
+
+/// Turns one boot into table rows.
+fn rows_for(arch: &str, out: &BootOutcome, expected: &[String], filter: &Option<glob::Pattern>, want_render: bool) -> Vec<Row> {
+    let mut rows = Vec::new();
+    let suites = ktap::parse(&out.log);
+    for s in &suites {
+        if filter.as_ref().is_some_and(|f| !f.matches(&s.name)) {
+            continue;
+        }
+        let (p, f, k) = s.counts();
+        let note = match s.outcome {
+            Outcome::Pass => "ok".to_string(),
+            Outcome::Skip => "skipped".to_string(),
+            Outcome::Fail => {
+                let failed: Vec<&str> = s
+                    .cases
+                    .iter()
+                    .filter(|c| matches!(c.outcome, Outcome::Fail | Outcome::Crashed))
+                    .map(|c| c.name.as_str())
+                    .collect();
+                format!("FAILED: {}", failed.join(", "))
+            }
+            Outcome::Crashed => format!("CRASHED: {}", s.problem.clone().unwrap_or_default()),
+        };
+        rows.push(Row { arch: arch.into(), name: s.name.clone(), passed: p, failed: f, skipped: k, note });
+    }
+    for e in expected {
+        if filter.as_ref().is_some_and(|f| !f.matches(e)) {
+            continue;
+        }
+        if !suites.iter().any(|s| &s.name == e) {
+            rows.push(Row {
+                arch: arch.into(),
+                name: e.clone(),
+                passed: 0,
+                failed: 1,
+                skipped: 0,
+                note: "MISSING: expected suite did not report (kunit/suites.txt)".into(),
+            });
+        }
+    }
+    if want_render {
+        let (ok, note) = match &out.render {
+            Some(v) => (v.ok, v.summary.clone()),
+            None => (false, "not run".into()),
+        };
+        rows.push(Row {
+            arch: arch.into(),
+            name: "render".into(),
+            passed: ok as usize,
+            failed: (!ok) as usize,
+            skipped: 0,
+            note: if ok { format!("ok: {note}") } else { format!("FAILED: {note}") },
+        });
+    }
+    let splats = splat::detect(&out.log);
+    let init_done = out.log.contains("virtgpu-rs: init done");
+    let mut boot_failed = 0;
+    let mut note = "ok: powered off cleanly, no splats".to_string();
+    if let Some(e) = &out.error {
+        boot_failed = 1;
+        note = format!("FAILED: {}", e.lines().next().unwrap_or(""));
+    } else if !init_done {
+        boot_failed = 1;
+        note = "FAILED: /init did not finish (see the serial log)".into();
+    }
+    if !splats.is_empty() {
+        let kinds: Vec<String> = splats.iter().map(|s| format!("{} (line {})", s.kind, s.line)).collect();
+        note = format!("FAILED: {} splat(s): {}", splats.len(), kinds.join(", "));
+    }
+    rows.push(Row {
+        arch: arch.into(),
+        name: "boot".into(),
+        passed: (boot_failed == 0 && splats.is_empty()) as usize,
+        failed: boot_failed.max((!splats.is_empty()) as usize),
+        skipped: 0,
+        note,
+    });
+    rows
+}
+
+/// `cargo xtask test`.
+pub fn test(cache_dir: Option<PathBuf>, kernel_src: Option<PathBuf>, boot_args: BootArgs, filter: Option<String>) -> Result<i32> {
+    let arches = machine::arches(boot_args.arch.as_deref().unwrap_or("all"))?;
+    let pattern = match &filter {
+        Some(f) => Some(glob::Pattern::new(f).with_context(|| format!("--filter {f:?} is not a valid glob"))?),
+        None => None,
+    };
+    let want_render = pattern.as_ref().is_none_or(|p| p.matches("render"));
+    let suites_text = std::fs::read_to_string(paths::project_root().join("kunit/suites.txt"))
+        .context("reading kunit/suites.txt")?;
+    let started = std::time::Instant::now();
+    let ctx = prepare(cache_dir, kernel_src, &boot_args)?;
+
+    let mut rows = Vec::new();
+    let mut details = Vec::new();
+    for arch in &arches {
+        let b = build_arch(&ctx, arch)?;
+        let mut append = String::new();
+        if let Some(f) = &filter {
+            append.push_str(&format!("kunit.filter_glob={f} "));
+        }
+        if want_render {
+            append.push_str("vrs.modules=virtio_gpu,virtio_gpu_rs vrs.run=drm-render ");
+        }
+        append.push_str(&boot_args.append);
+        let out = boot(&ctx, &b, &append, boot_args.timeout, want_render, false)?;
+        let expected = expected_suites(&suites_text, arch);
+        let r = rows_for(arch, &out, &expected, &pattern, want_render);
+        for s in splat::detect(&out.log) {
+            details.push(format!("{arch}: splat ({}) at serial log line {}:\n{}", s.kind, s.line, qemu::indent(&s.text)));
+        }
+        if let Some(e) = &out.error {
+            details.push(format!("{arch}: {e}"));
+        }
+        if r.iter().any(|r| r.failed > 0) {
+            details.push(format!("{arch}: serial log {}", out.log_path.display()));
+        }
+        if let Some(p) = &out.screenshot {
+            details.push(format!("{arch}: screendump {}", p.display()));
+        }
+        details.push(format!("{arch}: boot took {}", ui::fmt_duration(out.duration)));
+        rows.extend(r);
+    }
+
+    println!();
+    println!("{:<8} {:<34} {:>6} {:>6} {:>6}  result", "arch", "suite", "pass", "fail", "skip");
+    for r in &rows {
+        println!("{:<8} {:<34} {:>6} {:>6} {:>6}  {}", r.arch, r.name, r.passed, r.failed, r.skipped, r.note);
+    }
+    println!();
+    for d in &details {
+        println!("{d}");
+    }
+    let (p, f, s) = rows.iter().fold((0, 0, 0), |a, r| (a.0 + r.passed, a.1 + r.failed, a.2 + r.skipped));
+    println!("total time {}", ui::fmt_duration(started.elapsed()));
+    if s > 0 {
+        println!("{p} passed, {f} failed, {s} skipped");
+    } else {
+        println!("{p} passed, {f} failed");
+    }
+    Ok(if f == 0 { 0 } else { 1 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expected_suites_respect_arch_prefix() {
+        let t = "# c\nall_a\nx86_64: only_x\narm64:only_arm\n";
+        assert_eq!(expected_suites(t, "x86_64"), ["all_a", "only_x"]);
+        assert_eq!(expected_suites(t, "arm64"), ["all_a", "only_arm"]);
+    }
+
+    fn outcome(log: &str) -> BootOutcome {
+        BootOutcome {
+            log: log.into(),
+            log_path: "/x".into(),
+            render: None,
+            screenshot: None,
+            error: None,
+            duration: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn missing_suite_and_missing_init_fail() {
+        let log = include_str!("../tests/fixtures/x86_64-boot-no-init.log");
+        let rows = rows_for("x86_64", &outcome(log), &["rust_doctests_kernel".into(), "absent".into()], &None, false);
+        let missing = rows.iter().find(|r| r.name == "absent").unwrap();
+        assert_eq!(missing.failed, 1);
+        let doc = rows.iter().find(|r| r.name == "rust_doctests_kernel").unwrap();
+        assert_eq!((doc.passed, doc.failed), (360, 0));
+        // That boot panicked for lack of an init: the boot row fails.
+        let boot = rows.iter().find(|r| r.name == "boot").unwrap();
+        assert_eq!(boot.failed, 1);
+        assert!(boot.note.contains("panic"), "{}", boot.note);
+    }
+
+    #[test]
+    fn filter_limits_rows() {
+        let log = include_str!("../tests/fixtures/x86_64-boot-no-init.log");
+        let f = Some(glob::Pattern::new("rust_net*").unwrap());
+        let rows = rows_for("x86_64", &outcome(log), &["rust_doctests_kernel".into()], &f, false);
+        let names: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["rust_netlink", "boot"]);
+    }
+}

@@ -1,0 +1,472 @@
+//! Where commands run: on the host, or in a Debian trixie root (chroot).
+//!
+//! The host is used when its toolchain qualifies (`make LLVM=1 rustavailable`
+//! passes on the kernel tree and every other tool is present). Otherwise a
+//! trixie root with trixie-backports is provisioned with `debootstrap` under
+//! the cache and every command runs inside it through `unshare --mount` +
+//! `chroot`, with the cache, the project and the kernel tree bind-mounted at
+//! the same paths they have on the host (so paths mean the same thing on both
+//! sides and no mount outlives the command).
+//!
+//! Provisioning is idempotent and resumable: each stage leaves a stamp file
+//! next to the root only after it completed. A root without the debootstrap
+//! stamp is half-made and is removed and made again; the package stage repairs
+//! an interrupted dpkg run (`dpkg --configure -a`) before installing.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+use crate::paths::Cache;
+use crate::ui::{self, Phase};
+
+/// Debian suite of the root.
+const SUITE: &str = "trixie";
+
+/// Packages installed in the root from trixie-backports (apt falls back to
+/// trixie for those not in backports).
+pub const ROOT_PACKAGES: &[&str] = &[
+    // kernel build
+    "make", "bc", "flex", "bison", "libelf-dev", "libssl-dev", "cpio", "kmod", "python3",
+    "xz-utils", "clang", "lld", "llvm", "rustc", "rust-src", "bindgen", "rustfmt",
+    "rust-clippy",
+    // guest programs, both arches
+    "cargo", "libstd-rust-dev:arm64", "gcc-aarch64-linux-gnu", "libc6-dev-arm64-cross",
+    // machines
+    "qemu-system-x86", "qemu-system-arm", "patch",
+];
+
+/// Bumped when the provisioning steps change, so old roots are not reused.
+const ROOT_LAYOUT: u32 = 1;
+
+/// How commands are run.
+#[derive(Clone, Debug)]
+pub enum Toolchain {
+    /// Directly on the host.
+    Host,
+    /// In the chroot at this path, with these host directories bind-mounted.
+    Root { root: PathBuf, binds: Vec<PathBuf> },
+}
+
+/// A command to run under a [`Toolchain`].
+#[derive(Clone, Debug, Default)]
+pub struct Cmd {
+    program: String,
+    args: Vec<String>,
+    envs: Vec<(String, String)>,
+    cwd: Option<PathBuf>,
+}
+
+impl Cmd {
+    pub fn new(program: &str) -> Cmd {
+        Cmd {
+            program: program.into(),
+            ..Default::default()
+        }
+    }
+
+    pub fn arg(mut self, a: impl AsRef<std::ffi::OsStr>) -> Cmd {
+        self.args.push(a.as_ref().to_string_lossy().into_owned());
+        self
+    }
+
+    pub fn args<I: IntoIterator<Item = S>, S: AsRef<std::ffi::OsStr>>(mut self, it: I) -> Cmd {
+        for a in it {
+            self = self.arg(a);
+        }
+        self
+    }
+
+    pub fn env(mut self, k: &str, v: impl AsRef<std::ffi::OsStr>) -> Cmd {
+        self.envs
+            .push((k.into(), v.as_ref().to_string_lossy().into_owned()));
+        self
+    }
+
+    pub fn cwd(mut self, dir: &Path) -> Cmd {
+        self.cwd = Some(dir.to_path_buf());
+        self
+    }
+}
+
+/// The shell script that sets up the mount namespace and enters the root.
+/// Arguments: root, number of binds, the bind paths, then the command.
+const ENTER_ROOT: &str = r#"
+R=$1; n=$2; shift 2
+for d in /proc /sys /dev; do mount --rbind "$d" "$R$d" || exit 125; done
+while [ "$n" -gt 0 ]; do
+  mkdir -p "$R$1" && mount --rbind "$1" "$R$1" || exit 125
+  shift; n=$((n - 1))
+done
+exec chroot "$R" "$@"
+"#;
+
+impl Toolchain {
+    /// Builds the `std::process::Command` for `c`.
+    pub fn command(&self, c: &Cmd) -> Command {
+        match self {
+            Toolchain::Host => {
+                let mut cmd = Command::new(&c.program);
+                cmd.args(&c.args);
+                for (k, v) in &c.envs {
+                    cmd.env(k, v);
+                }
+                if let Some(d) = &c.cwd {
+                    cmd.current_dir(d);
+                }
+                cmd
+            }
+            Toolchain::Root { root, binds } => {
+                let mut cmd = Command::new("unshare");
+                cmd.args(["--mount", "--propagation", "private", "--fork", "--kill-child", "--"]);
+                cmd.args(["sh", "-c", ENTER_ROOT, "enter-root"]);
+                cmd.arg(root);
+                cmd.arg(binds.len().to_string());
+                cmd.args(binds);
+                cmd.args(["/usr/bin/env", "-i"]);
+                if let Some(d) = &c.cwd {
+                    cmd.arg(format!("--chdir={}", d.display()));
+                }
+                cmd.args([
+                    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                    "HOME=/root",
+                    "LANG=C.UTF-8",
+                    "DEBIAN_FRONTEND=noninteractive",
+                ]);
+                for (k, v) in &c.envs {
+                    cmd.arg(format!("{k}={v}"));
+                }
+                cmd.arg(&c.program);
+                cmd.args(&c.args);
+                cmd
+            }
+        }
+    }
+
+    /// A short description for messages.
+    pub fn describe(&self) -> String {
+        match self {
+            Toolchain::Host => "host toolchain".into(),
+            Toolchain::Root { root, .. } => format!("Debian {SUITE} root at {}", root.display()),
+        }
+    }
+
+    /// Output of a command run under this toolchain.
+    pub fn output(&self, c: &Cmd) -> Result<String> {
+        ui::output(&mut self.command(c))
+    }
+
+    /// A string identifying the compilers, for cache keys.
+    pub fn identity(&self) -> Result<String> {
+        let mut id = String::new();
+        for (prog, arg) in [("rustc", "--version"), ("clang", "--version"), ("bindgen", "--version")] {
+            let out = self.output(&Cmd::new(prog).arg(arg))?;
+            id.push_str(out.lines().next().unwrap_or(""));
+            id.push('\n');
+        }
+        Ok(id)
+    }
+}
+
+/// Whether this process runs as root.
+pub fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    // /proc/self belongs to the process's effective user.
+    std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
+}
+
+/// The Debian mirror for debootstrap and the root's apt: `VIRTGPU_RS_MIRROR`,
+/// else the first Debian archive the host's apt is configured with.
+pub fn mirror() -> Result<String> {
+    if let Ok(m) = std::env::var("VIRTGPU_RS_MIRROR") {
+        return Ok(m);
+    }
+    let mut files = vec![PathBuf::from("/etc/apt/sources.list")];
+    if let Ok(rd) = std::fs::read_dir("/etc/apt/sources.list.d") {
+        let mut more: Vec<PathBuf> = rd.flatten().map(|e| e.path()).collect();
+        more.sort();
+        files.extend(more);
+    }
+    for f in files {
+        let Ok(text) = std::fs::read_to_string(&f) else {
+            continue;
+        };
+        if let Some(m) = mirror_from_sources(&text) {
+            return Ok(m);
+        }
+    }
+    bail!(
+        "cannot tell which Debian mirror to use: the host's apt sources name none.\n  \
+         hint: set VIRTGPU_RS_MIRROR to a Debian archive URL"
+    )
+}
+
+/// Finds a Debian archive URI (path ending in `/debian`) in apt sources text,
+/// one-line (`deb URI suite ...`) or deb822 (`URIs: URI`) style.
+pub fn mirror_from_sources(text: &str) -> Option<String> {
+    for line in text.lines() {
+        let line = line.trim();
+        let uri = if let Some(rest) = line.strip_prefix("URIs:") {
+            rest.split_whitespace().next()
+        } else if let Some(rest) = line.strip_prefix("deb ") {
+            rest.split_whitespace().find(|w| w.contains("://"))
+        } else {
+            None
+        };
+        if let Some(u) = uri {
+            if u.trim_end_matches('/').ends_with("/debian") {
+                return Some(u.trim_end_matches('/').to_string());
+            }
+        }
+    }
+    None
+}
+
+/// The trixie root, provisioned up to its base stage (debootstrap and apt
+/// configured). It is what downloads packages, whichever toolchain builds.
+pub fn ensure_root_base(cache: &Cache, binds: Vec<PathBuf>) -> Result<Toolchain> {
+    let (root, stamps) = root_paths(cache);
+    let tc = Toolchain::Root {
+        root: root.clone(),
+        binds,
+    };
+    let base_done = stamps.join("base.done");
+    if base_done.exists() {
+        return Ok(tc);
+    }
+    need_privileges()?;
+    ui::ensure_dir(stamps.clone())?;
+    let log = stamps.join("setup.log");
+    let mirror = mirror()?;
+    let phase = Phase::start("setup: debootstrap");
+    let r = (|| -> Result<()> {
+        ensure_host_tool("debootstrap", "debootstrap", &log, &phase)?;
+        if root.exists() {
+            phase.status("removing a half-made root");
+            remove_tree(&root)?;
+        }
+        let tmp = root.with_extension("partial");
+        if tmp.exists() {
+            remove_tree(&tmp)?;
+        }
+        let mut cmd = Command::new("debootstrap");
+        cmd.args(["--variant=minbase", SUITE]).arg(&tmp).arg(&mirror);
+        ui::run_logged(&mut cmd, &log, &phase, "check the network access to the Debian mirror, then rerun")?;
+        std::fs::write(
+            tmp.join("etc/apt/sources.list"),
+            format!("deb {mirror} {SUITE} main\ndeb {mirror} {SUITE}-backports main\n"),
+        )?;
+        // The mirror served here is a frozen snapshot whose Release files are
+        // past Valid-Until.
+        std::fs::write(
+            tmp.join("etc/apt/apt.conf.d/99virtgpu-rs"),
+            "Acquire::Check-Valid-Until \"false\";\nAPT::Install-Recommends \"false\";\n",
+        )?;
+        std::fs::rename(&tmp, &root)?;
+        for s in [
+            Cmd::new("dpkg").arg("--add-architecture").arg("arm64"),
+            Cmd::new("apt-get").arg("update"),
+            // What unpacking the kernel source and applying the overlay need.
+            Cmd::new("apt-get").args(["-y", "install", "xz-utils", "patch"]),
+        ] {
+            ui::run_logged(&mut tc.command(&s), &log, &phase, "rerun `cargo xtask setup`: it resumes")?;
+        }
+        std::fs::write(&base_done, "")?;
+        Ok(())
+    })();
+    match r {
+        Ok(()) => {
+            phase.done(&root.display().to_string());
+            Ok(tc)
+        }
+        Err(e) => {
+            phase.fail();
+            Err(e)
+        }
+    }
+}
+
+/// The trixie root with the whole toolchain installed ([`ROOT_PACKAGES`]).
+pub fn ensure_root_packages(tc: &Toolchain, cache: &Cache) -> Result<()> {
+    let (_, stamps) = root_paths(cache);
+    let done = stamps.join("packages.done");
+    if done.exists() {
+        return Ok(());
+    }
+    need_privileges()?;
+    let log = stamps.join("setup.log");
+    let phase = Phase::start("setup: packages");
+    let steps: Vec<Cmd> = vec![
+        // Repairs an interrupted earlier run.
+        Cmd::new("dpkg").arg("--configure").arg("-a"),
+        Cmd::new("apt-get").args(["-y", "-f", "install"]),
+        Cmd::new("apt-get")
+            .args(["-y", "install", "-t", &format!("{SUITE}-backports")])
+            .args(ROOT_PACKAGES),
+    ];
+    for s in steps {
+        if let Err(e) = ui::run_logged(
+            &mut tc.command(&s),
+            &log,
+            &phase,
+            "rerun `cargo xtask setup`: it resumes where it stopped",
+        ) {
+            phase.fail();
+            return Err(e);
+        }
+    }
+    std::fs::write(&done, "")?;
+    let rustc = tc.output(&Cmd::new("rustc").arg("--version")).unwrap_or_default();
+    phase.done(rustc.trim());
+    Ok(())
+}
+
+fn root_paths(cache: &Cache) -> (PathBuf, PathBuf) {
+    let key = crate::paths::short_hash(&format!("{ROOT_LAYOUT}\n{SUITE}\n{}", ROOT_PACKAGES.join(" ")));
+    (
+        cache.dir.join(format!("root/{SUITE}-{key}")),
+        cache.dir.join(format!("root/{SUITE}-{key}.state")),
+    )
+}
+
+fn need_privileges() -> Result<()> {
+    if is_root() {
+        return Ok(());
+    }
+    bail!(
+        "the Debian {SUITE} root is not provisioned yet and provisioning it (debootstrap, chroot) needs root.\n  \
+         hint: run `sudo cargo xtask setup` once, or install a qualifying toolchain on the host: \
+         rustc >= 1.85 with rust-src, bindgen >= 0.71.1, clang, lld and llvm >= 17, make, bc, flex, \
+         bison, libelf-dev, libssl-dev, cpio, kmod, qemu-system-x86, qemu-system-arm, \
+         gcc-aarch64-linux-gnu, libc6-dev-arm64-cross and libstd-rust-dev:arm64 matching rustc"
+    )
+}
+
+/// Installs a host tool with apt-get when it is missing.
+fn ensure_host_tool(tool: &str, package: &str, log: &Path, phase: &Phase) -> Result<()> {
+    if which(tool).is_some() {
+        return Ok(());
+    }
+    if which("apt-get").is_none() {
+        bail!("`{tool}` is missing and this host has no apt-get.\n  hint: install the `{package}` package");
+    }
+    phase.status(&format!("installing {package} on the host"));
+    ui::run_logged(Command::new("apt-get").arg("update"), log, phase, "check apt's configuration")?;
+    ui::run_logged(
+        Command::new("apt-get").args(["-y", "install", package]),
+        log,
+        phase,
+        &format!("install `{package}` by hand"),
+    )
+    .context(format!("installing {package}"))
+}
+
+/// Finds a program on the host's PATH.
+pub fn which(prog: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(prog))
+        .find(|p| p.is_file())
+}
+
+/// Removes a directory tree that may hold read-only directories.
+pub fn remove_tree(path: &Path) -> Result<()> {
+    let status = Command::new("rm")
+        .arg("-rf")
+        .arg("--one-file-system")
+        .arg(path)
+        .status()
+        .context("running rm")?;
+    if !status.success() {
+        bail!("could not remove {}", path.display());
+    }
+    Ok(())
+}
+
+/// Why the host toolchain does not qualify, or `None` when it does.
+pub fn host_shortfalls(src: &Path, scratch: &Path) -> Vec<String> {
+    let mut missing = Vec::new();
+    for (tool, pkg) in [
+        ("make", "make"),
+        ("clang", "clang"),
+        ("ld.lld", "lld"),
+        ("bindgen", "bindgen"),
+        ("rustc", "rustc + rust-src"),
+        ("qemu-system-x86_64", "qemu-system-x86"),
+        ("qemu-system-aarch64", "qemu-system-arm"),
+        ("aarch64-linux-gnu-gcc", "gcc-aarch64-linux-gnu"),
+    ] {
+        if which(tool).is_none() {
+            missing.push(format!("{tool} (package {pkg})"));
+        }
+    }
+    if missing.is_empty() {
+        let _ = std::fs::create_dir_all(scratch);
+        let ok = Command::new("make")
+            .arg("-C")
+            .arg(src)
+            .arg(format!("O={}", scratch.display()))
+            .args(["LLVM=1", "rustavailable"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        if !ok {
+            missing.push("`make LLVM=1 rustavailable` fails (rustc with rust-src, bindgen >= 0.71.1)".into());
+        }
+    }
+    // The aarch64 guest programs need Rust's std for that target.
+    if missing.is_empty() {
+        let ok = Command::new("rustc")
+            .args(["--print", "target-libdir", "--target", "aarch64-unknown-linux-gnu"])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| {
+                let dir = String::from_utf8_lossy(&o.stdout).trim().to_string();
+                std::fs::read_dir(dir).map(|mut d| d.next().is_some()).unwrap_or(false)
+            })
+            .unwrap_or(false);
+        if !ok {
+            missing.push("Rust std for aarch64-unknown-linux-gnu (libstd-rust-dev:arm64)".into());
+        }
+    }
+    missing
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mirror_from_deb822() {
+        let t = "Types: deb\n# comment\nURIs: http://example.org/debian\nSuites: bookworm\n";
+        assert_eq!(mirror_from_sources(t).as_deref(), Some("http://example.org/debian"));
+    }
+
+    #[test]
+    fn mirror_from_one_line_and_skip_others() {
+        let t = "deb [arch=amd64] https://packages.example.com/apt stable main\n\
+                 deb http://mirror.example.net/debian/ bookworm main\n";
+        assert_eq!(
+            mirror_from_sources(t).as_deref(),
+            Some("http://mirror.example.net/debian")
+        );
+        assert_eq!(mirror_from_sources("deb https://x.example/node nodistro main"), None);
+    }
+
+    #[test]
+    fn root_command_passes_env_and_cwd_inside() {
+        let tc = Toolchain::Root {
+            root: "/r".into(),
+            binds: vec!["/c".into()],
+        };
+        let cmd = tc.command(&Cmd::new("make").arg("-j2").env("ARCH", "arm64").cwd(Path::new("/w")));
+        let args: Vec<String> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+        assert_eq!(cmd.get_program(), "unshare");
+        assert!(args.contains(&"--chdir=/w".to_string()));
+        assert!(args.ends_with(&["ARCH=arm64".into(), "make".into(), "-j2".into()]));
+        assert!(args.contains(&"/c".to_string()));
+    }
+}

@@ -61,7 +61,14 @@ impl Ctx {
         let r = (|| {
             overlay::ensure_tree(&self.source.dir, &self.tree, &phase)?;
             let scratch = self.cache.dir.join("tree/scratch");
-            let files = overlay::compute(&self.project, &self.source.dir, &scratch, &self.tc, &log, &phase)?;
+            let files = overlay::compute(
+                &self.project,
+                &self.source.dir,
+                &scratch,
+                &self.tc,
+                &log,
+                &phase,
+            )?;
             overlay::reconcile(&files, &self.source.dir, &self.tree)
         })();
         match r {
@@ -89,11 +96,18 @@ impl Ctx {
     /// Configures and builds the kernel for `m`.
     pub fn build_kernel(&self, m: &Machine) -> Result<Kernel> {
         let frags = fragments(&self.project, &m.name)?;
-        let mut key_src = format!("{BUILD_LAYOUT}\n{}\n{}\n{}\n", m.name, self.source.key, self.tc_identity);
+        let mut key_src = format!(
+            "{BUILD_LAYOUT}\n{}\n{}\n{}\n",
+            m.name, self.source.key, self.tc_identity
+        );
         for f in &frags {
             key_src.push_str(&std::fs::read_to_string(f)?);
         }
-        let build_dir = ui::ensure_dir(self.cache.dir.join(format!("build/{}-{}", m.name, paths::short_hash(&key_src))))?;
+        let build_dir = ui::ensure_dir(self.cache.dir.join(format!(
+            "build/{}-{}",
+            m.name,
+            paths::short_hash(&key_src)
+        )))?;
         let log = build_dir.join("build.log");
         let _ = std::fs::remove_file(&log);
         let phase = Phase::start(format!("build {}", m.name));
@@ -105,7 +119,12 @@ impl Ctx {
             let tiny = build_dir.join("tiny.config");
             if !tiny.exists() {
                 phase.status("tinyconfig");
-                ui::run_logged(&mut self.tc.command(&self.make(m, &build_dir).arg("tinyconfig")), &log, &phase, &hint)?;
+                ui::run_logged(
+                    &mut self.tc.command(&self.make(m, &build_dir).arg("tinyconfig")),
+                    &log,
+                    &phase,
+                    &hint,
+                )?;
                 std::fs::copy(build_dir.join(".config"), &tiny)?;
             }
             let mut requested = kconfig::Config::new();
@@ -113,7 +132,7 @@ impl Ctx {
             for f in &frags {
                 let c = kconfig::parse(&std::fs::read_to_string(f)?)
                     .with_context(|| format!("in {}", f.display()))?;
-                requested = kconfig::merge(&requested, &[c.clone()]);
+                requested = kconfig::merge(&requested, std::slice::from_ref(&c));
                 parsed.push(c);
             }
             let base = kconfig::parse(&std::fs::read_to_string(&tiny)?)?;
@@ -122,7 +141,14 @@ impl Ctx {
             let prev_final = std::fs::read_to_string(&cfg).unwrap_or_default();
             std::fs::write(&cfg, merged)?;
             phase.status("olddefconfig");
-            ui::run_logged(&mut self.tc.command(&self.make(m, &build_dir).arg("olddefconfig")), &log, &phase, &hint)?;
+            ui::run_logged(
+                &mut self
+                    .tc
+                    .command(&self.make(m, &build_dir).arg("olddefconfig")),
+                &log,
+                &phase,
+                &hint,
+            )?;
             let final_text = std::fs::read_to_string(&cfg)?;
             if final_text == prev_final {
                 // Keep the old timestamp so make sees nothing new.
@@ -144,7 +170,12 @@ impl Ctx {
                 );
             }
             phase.status("compiling");
-            ui::run_logged(&mut self.tc.command(&self.make(m, &build_dir).arg("all")), &log, &phase, &hint)?;
+            ui::run_logged(
+                &mut self.tc.command(&self.make(m, &build_dir).arg("all")),
+                &log,
+                &phase,
+                &hint,
+            )?;
             let modroot = build_dir.join("modroot");
             if modroot.exists() {
                 crate::toolchain::remove_tree(&modroot)?;
@@ -191,7 +222,10 @@ impl Ctx {
         let phase = Phase::start(format!("guest programs {}", m.name));
         let log = self.cache.dir.join(format!("guest/{}.log", m.name));
         let _ = std::fs::remove_file(&log);
-        let target_dir = self.cache.dir.join(format!("guest/{}", paths::short_hash(&self.tc_identity)));
+        let target_dir = self
+            .cache
+            .dir
+            .join(format!("guest/{}", paths::short_hash(&self.tc_identity)));
         let cargo_home = cargo_home()?;
         let r = (|| -> Result<()> {
             // Fetch with the host's cargo (it has the network configuration),
@@ -209,11 +243,23 @@ impl Ctx {
                 "CARGO_TARGET_{}_LINKER",
                 m.rust_target.to_uppercase().replace('-', "_")
             );
-            let linker = if m.rust_target.starts_with("aarch64") { "aarch64-linux-gnu-gcc" } else { "cc" };
+            let linker = if m.rust_target.starts_with("aarch64") {
+                "aarch64-linux-gnu-gcc"
+            } else {
+                "cc"
+            };
             ui::run_logged(
                 &mut self.tc.command(
                     &Cmd::new("cargo")
-                        .args(["build", "--release", "--offline", "--locked", "-p", "virtgpu-guest", "--target"])
+                        .args([
+                            "build",
+                            "--release",
+                            "--offline",
+                            "--locked",
+                            "-p",
+                            "virtgpu-guest",
+                            "--target",
+                        ])
                         .arg(&m.rust_target)
                         .arg("--target-dir")
                         .arg(&target_dir)
@@ -241,7 +287,10 @@ impl Ctx {
 
     /// The static busybox binary for `m`, from Debian's busybox-static.
     pub fn busybox(&self, m: &Machine) -> Result<PathBuf> {
-        let dir = self.cache.dir.join(format!("downloads/busybox-{}", m.debian_arch));
+        let dir = self
+            .cache
+            .dir
+            .join(format!("downloads/busybox-{}", m.debian_arch));
         let bin = dir.join("usr/bin/busybox");
         if bin.exists() {
             return Ok(bin);
@@ -257,7 +306,9 @@ impl Ctx {
             d = dir.display()
         );
         let r = ui::run_logged(
-            &mut self.apt.command(&Cmd::new("sh").args(["-c", &script]).cwd(&dl)),
+            &mut self
+                .apt
+                .command(&Cmd::new("sh").args(["-c", &script]).cwd(&dl)),
             &log,
             &phase,
             "check access to the Debian mirror",
@@ -269,7 +320,10 @@ impl Ctx {
             }
             Ok(()) => {
                 phase.fail();
-                bail!("busybox-static:{} did not contain usr/bin/busybox", m.debian_arch)
+                bail!(
+                    "busybox-static:{} did not contain usr/bin/busybox",
+                    m.debian_arch
+                )
             }
             Err(e) => {
                 phase.fail();

@@ -50,15 +50,19 @@ impl Initramfs {
     /// Adds a file with contents.
     pub fn file(&mut self, path: &str, data: Vec<u8>, mode: u32) {
         self.parent(path);
-        self.members
-            .insert(path.trim_matches('/').to_string(), Member::File { data, mode });
+        self.members.insert(
+            path.trim_matches('/').to_string(),
+            Member::File { data, mode },
+        );
     }
 
     /// Adds a symlink.
     pub fn symlink(&mut self, path: &str, target: &str) {
         self.parent(path);
-        self.members
-            .insert(path.trim_matches('/').to_string(), Member::Symlink(target.into()));
+        self.members.insert(
+            path.trim_matches('/').to_string(),
+            Member::Symlink(target.into()),
+        );
     }
 
     /// Adds a host directory tree below `dest`, keeping symlinks.
@@ -99,7 +103,9 @@ impl Initramfs {
             let b = Builder::new(path).uid(0).gid(0).nlink(1);
             match m {
                 Member::Dir => (
-                    b.mode(0o755).set_mode_file_type(ModeFileType::Directory).nlink(2),
+                    b.mode(0o755)
+                        .set_mode_file_type(ModeFileType::Directory)
+                        .nlink(2),
                     Cursor::new(Vec::new()),
                 ),
                 Member::File { data, mode } => (
@@ -129,12 +135,24 @@ pub fn program_names(project: &Path) -> Result<Vec<String>> {
 }
 
 /// Builds the initramfs and writes it to `out`.
-pub fn build(project: &Path, busybox: &Path, modroot: &Path, programs: &Path, out: &Path) -> Result<PathBuf> {
+pub fn build(
+    project: &Path,
+    busybox: &Path,
+    modroot: &Path,
+    programs: &Path,
+    out: &Path,
+) -> Result<PathBuf> {
     let mut ird = Initramfs::default();
-    for d in ["bin", "sbin", "usr/bin", "usr/sbin", "proc", "sys", "dev", "tmp", "etc", "root"] {
+    for d in [
+        "bin", "sbin", "usr/bin", "usr/sbin", "proc", "sys", "dev", "tmp", "etc", "root",
+    ] {
         ird.dir(d);
     }
-    ird.file("init", std::fs::read(project.join("qemu/initramfs/init"))?, 0o755);
+    ird.file(
+        "init",
+        std::fs::read(project.join("qemu/initramfs/init"))?,
+        0o755,
+    );
     ird.file("bin/busybox", std::fs::read(busybox)?, 0o755);
     let lib = modroot.join("lib");
     if lib.exists() {
@@ -143,7 +161,10 @@ pub fn build(project: &Path, busybox: &Path, modroot: &Path, programs: &Path, ou
     for name in program_names(project)? {
         let p = programs.join(&name);
         if !p.exists() {
-            bail!("guest program {name} was not built ({} is missing)", p.display());
+            bail!(
+                "guest program {name} was not built ({} is missing)",
+                p.display()
+            );
         }
         ird.file(&format!("usr/bin/{name}"), std::fs::read(&p)?, 0o755);
     }
@@ -168,7 +189,10 @@ mod tests {
             if entry.entry().is_trailer() {
                 break;
             }
-            names.push((entry.entry().name().to_string(), entry.entry().mode() & 0o170000));
+            names.push((
+                entry.entry().name().to_string(),
+                entry.entry().mode() & 0o170000,
+            ));
             r = entry.skip().unwrap();
         }
         let get = |n: &str| names.iter().find(|(x, _)| x == n).map(|(_, m)| *m);

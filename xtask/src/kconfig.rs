@@ -100,7 +100,8 @@ mod tests {
 
     #[test]
     fn parses_assignments_and_not_set() {
-        let c = parse("# comment\nCONFIG_A=y\n# CONFIG_B is not set\n\nCONFIG_S=\"x y\"\n").unwrap();
+        let c =
+            parse("# comment\nCONFIG_A=y\n# CONFIG_B is not set\n\nCONFIG_S=\"x y\"\n").unwrap();
         assert_eq!(c["CONFIG_A"], "y");
         assert_eq!(c["CONFIG_B"], "n");
         assert_eq!(c["CONFIG_S"], "\"x y\"");
@@ -132,13 +133,22 @@ mod tests {
         let requested =
             parse("CONFIG_RUST=y\nCONFIG_DRM=y\n# CONFIG_DRM_FBDEV_EMULATION is not set\nCONFIG_DRM_VIRTIO_GPU=m\n")
                 .unwrap();
-        let fin = parse("CONFIG_DRM=y\n# CONFIG_RUST is not set\nCONFIG_DRM_VIRTIO_GPU=y\n").unwrap();
+        let fin =
+            parse("CONFIG_DRM=y\n# CONFIG_RUST is not set\nCONFIG_DRM_VIRTIO_GPU=y\n").unwrap();
         let d = verify(&requested, &fin);
         assert_eq!(
             d,
             vec![
-                Dropped { name: "CONFIG_DRM_VIRTIO_GPU".into(), wanted: "m".into(), got: "y".into() },
-                Dropped { name: "CONFIG_RUST".into(), wanted: "y".into(), got: "n".into() },
+                Dropped {
+                    name: "CONFIG_DRM_VIRTIO_GPU".into(),
+                    wanted: "m".into(),
+                    got: "y".into()
+                },
+                Dropped {
+                    name: "CONFIG_RUST".into(),
+                    wanted: "y".into(),
+                    got: "n".into()
+                },
             ]
         );
         assert_eq!(d[1].to_string(), "CONFIG_RUST: wanted y, got n");

@@ -213,19 +213,29 @@ mod tests {
         let names: Vec<&str> = s.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(
             names,
-            ["rust_kernel_fmt", "rust_netlink", "rust_spinlock_irq_condvar", "rust_doctests_kernel"]
+            [
+                "rust_kernel_fmt",
+                "rust_netlink",
+                "rust_spinlock_irq_condvar",
+                "rust_doctests_kernel"
+            ]
         );
         let doc = &s[3];
         assert_eq!(doc.planned, Some(360));
         assert_eq!(doc.cases.len(), 360);
         assert_eq!(doc.outcome, Outcome::Pass);
         assert_eq!(doc.counts(), (360, 0, 0));
-        assert_eq!(doc.cases[0].name, "rust_doctest_kernel_alloc_allocator_rs_0");
+        assert_eq!(
+            doc.cases[0].name,
+            "rust_doctest_kernel_alloc_allocator_rs_0"
+        );
     }
 
     #[test]
     fn truncated_log_marks_the_open_suite_crashed() {
-        let cut = BOOT.find("ok 100 rust_doctest").expect("fixture has case 100");
+        let cut = BOOT
+            .find("ok 100 rust_doctest")
+            .expect("fixture has case 100");
         let s = parse(&BOOT[..cut]);
         let doc = s.last().unwrap();
         assert_eq!(doc.name, "rust_doctests_kernel");
@@ -264,7 +274,10 @@ mod tests {
         assert_eq!(s[0].outcome, Outcome::Fail);
         assert_eq!(s[0].cases.len(), 3);
         assert_eq!(s[0].cases[1].outcome, Outcome::Fail);
-        assert_eq!(s[0].cases[2].skip_reason.as_deref(), Some("not on this arch"));
+        assert_eq!(
+            s[0].cases[2].skip_reason.as_deref(),
+            Some("not on this arch")
+        );
         assert_eq!(s[0].counts(), (1, 1, 1));
         assert_eq!(s[1].outcome, Outcome::Skip);
         assert_eq!(s[1].counts(), (0, 0, 1));

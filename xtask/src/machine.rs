@@ -40,8 +40,10 @@ impl Machine {
             );
         }
         let p = project.join(format!("qemu/machines/{arch}.json"));
-        let text = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
-        let mut m: Machine = serde_json::from_str(&text).with_context(|| format!("parsing {}", p.display()))?;
+        let text =
+            std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+        let mut m: Machine =
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", p.display()))?;
         m.name = arch.to_string();
         Ok(m)
     }
@@ -55,7 +57,10 @@ pub fn arches(spec: &str) -> Result<Vec<String>> {
     let mut v = Vec::new();
     for a in spec.split(',') {
         if !ARCHES.contains(&a) {
-            anyhow::bail!("unknown architecture {a:?}: use one of {} or all", ARCHES.join(", "));
+            anyhow::bail!(
+                "unknown architecture {a:?}: use one of {} or all",
+                ARCHES.join(", ")
+            );
         }
         v.push(a.to_string());
     }

@@ -22,7 +22,10 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "cargo xtask", about = "Build, boot and test virtgpu-rs on QEMU")]
+#[command(
+    name = "cargo xtask",
+    about = "Build, boot and test virtgpu-rs on QEMU"
+)]
 struct Cli {
     /// Show every command's full output.
     #[arg(short, long, global = true)]

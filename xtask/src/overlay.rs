@@ -92,19 +92,36 @@ pub fn patched_paths(diff: &str) -> Vec<PathBuf> {
 
 /// Computes the overlay's files: copies plus patched files. Patches are
 /// applied in `scratch` against pristine copies of their targets.
-pub fn compute(project: &Path, pristine: &Path, scratch: &Path, tc: &Toolchain, log: &Path, phase: &Phase) -> Result<Files> {
+pub fn compute(
+    project: &Path,
+    pristine: &Path,
+    scratch: &Path,
+    tc: &Toolchain,
+    log: &Path,
+    phase: &Phase,
+) -> Result<Files> {
     let mut files = Files::new();
     let mut copied = Vec::new();
-    walk(&project.join("abstractions/rust"), Path::new("rust"), &mut copied)?;
+    walk(
+        &project.join("abstractions/rust"),
+        Path::new("rust"),
+        &mut copied,
+    )?;
     for rel in copied {
         let src = project.join("abstractions").join(&rel);
-        files.insert(rel, std::fs::read(&src).with_context(|| format!("reading {}", src.display()))?);
+        files.insert(
+            rel,
+            std::fs::read(&src).with_context(|| format!("reading {}", src.display()))?,
+        );
     }
     let mut drv = Vec::new();
     walk(&project.join("driver"), Path::new(DRIVER_DEST), &mut drv)?;
     for rel in drv {
         let src = project.join("driver").join(rel.strip_prefix(DRIVER_DEST)?);
-        files.insert(rel, std::fs::read(&src).with_context(|| format!("reading {}", src.display()))?);
+        files.insert(
+            rel,
+            std::fs::read(&src).with_context(|| format!("reading {}", src.display()))?,
+        );
     }
 
     let patches = series(project)?;
@@ -132,7 +149,11 @@ pub fn compute(project: &Path, pristine: &Path, scratch: &Path, tc: &Toolchain, 
                 std::fs::copy(pristine.join(&rel), &dst)?;
             }
         }
-        let name = patch.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let name = patch
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
         let res = ui::run_logged(
             &mut tc.command(
                 &Cmd::new("patch")
@@ -144,7 +165,9 @@ pub fn compute(project: &Path, pristine: &Path, scratch: &Path, tc: &Toolchain, 
             phase,
             &format!("the hunk in abstractions/patches/{name} does not match this kernel tree; refresh the patch"),
         );
-        res.with_context(|| format!("applying abstractions/patches/{name}: the build tree was left unchanged"))?;
+        res.with_context(|| {
+            format!("applying abstractions/patches/{name}: the build tree was left unchanged")
+        })?;
         for rel in patched_paths(&diff) {
             let p = scratch.join(&rel);
             files.insert(rel, std::fs::read(&p)?);
@@ -186,10 +209,17 @@ pub fn ensure_tree(pristine: &Path, tree: &Path, phase: &Phase) -> Result<()> {
             .status()?
             .success();
         if !ok {
-            bail!("could not copy {} to {}", pristine.display(), partial.display());
+            bail!(
+                "could not copy {} to {}",
+                pristine.display(),
+                partial.display()
+            );
         }
     }
-    std::fs::write(partial.join(".virtgpu-tree"), pristine.display().to_string())?;
+    std::fs::write(
+        partial.join(".virtgpu-tree"),
+        pristine.display().to_string(),
+    )?;
     if tree.exists() {
         crate::toolchain::remove_tree(tree)?;
     }
@@ -261,7 +291,10 @@ mod tests {
     #[test]
     fn patched_paths_reads_plus_lines() {
         let d = "--- a/x/Kconfig\n+++ b/x/Kconfig\t2026-01-01\n@@ -1 +1 @@\n--- /dev/null\n+++ b/new.c\n";
-        assert_eq!(patched_paths(d), vec![PathBuf::from("new.c"), PathBuf::from("x/Kconfig")]);
+        assert_eq!(
+            patched_paths(d),
+            vec![PathBuf::from("new.c"), PathBuf::from("x/Kconfig")]
+        );
     }
 
     #[test]

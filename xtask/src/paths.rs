@@ -30,7 +30,8 @@ pub struct Cache {
 impl Cache {
     /// Resolves the cache directory from the option or the environment.
     pub fn locate(explicit: Option<PathBuf>) -> Result<Cache> {
-        let dir = match explicit.or_else(|| std::env::var_os("VIRTGPU_RS_CACHE").map(PathBuf::from)) {
+        let dir = match explicit.or_else(|| std::env::var_os("VIRTGPU_RS_CACHE").map(PathBuf::from))
+        {
             Some(d) => d,
             None => match std::env::var_os("XDG_CACHE_HOME") {
                 Some(x) if !x.is_empty() => PathBuf::from(x).join("virtgpu-rs"),

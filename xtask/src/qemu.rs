@@ -221,5 +221,8 @@ impl Drop for Guest {
 
 /// Indents every line by four spaces.
 pub fn indent(s: &str) -> String {
-    s.lines().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n")
+    s.lines()
+        .map(|l| format!("    {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }

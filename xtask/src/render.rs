@@ -17,9 +17,7 @@ pub fn load_png(path: &Path) -> Result<Image> {
     let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let decoder = png::Decoder::new(std::io::BufReader::new(f));
     let mut reader = decoder.read_info().context("reading the PNG header")?;
-    let size = reader
-        .output_buffer_size()
-        .context("PNG too large")?;
+    let size = reader.output_buffer_size().context("PNG too large")?;
     let mut buf = vec![0u8; size];
     let info = reader.next_frame(&mut buf).context("decoding the PNG")?;
     buf.truncate(info.buffer_size());
@@ -104,7 +102,11 @@ mod tests {
                 rgb.extend_from_slice(&virtgpu_pattern::pixel(w, h, arch, 42, x, y));
             }
         }
-        Image { width: w, height: h, rgb }
+        Image {
+            width: w,
+            height: h,
+            rgb,
+        }
     }
 
     #[test]
@@ -116,7 +118,10 @@ mod tests {
             let mut e = png::Encoder::new(f, 640, 480);
             e.set_color(png::ColorType::Rgb);
             e.set_depth(png::BitDepth::Eight);
-            e.write_header().unwrap().write_image_data(&img.rgb).unwrap();
+            e.write_header()
+                .unwrap()
+                .write_image_data(&img.rgb)
+                .unwrap();
         }
         let back = load_png(&path).unwrap();
         std::fs::remove_file(&path).unwrap();
@@ -128,7 +133,11 @@ mod tests {
 
     #[test]
     fn black_frame_fails_loudly() {
-        let img = Image { width: 64, height: 64, rgb: vec![0; 64 * 64 * 3] };
+        let img = Image {
+            width: 64,
+            height: 64,
+            rgb: vec![0; 64 * 64 * 3],
+        };
         let v = check(&img, "x86_64", (64, 64));
         assert!(!v.ok);
         assert!(v.summary.contains("black"));

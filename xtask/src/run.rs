@@ -21,7 +21,11 @@ use crate::BootArgs;
 pub fn setup(cache_dir: Option<PathBuf>, kernel_src: Option<PathBuf>) -> Result<Ctx> {
     let cache = Cache::locate(cache_dir)?;
     let project = paths::project_root();
-    let mut binds = vec![cache.dir.clone(), project.clone(), crate::build::cargo_home()?];
+    let mut binds = vec![
+        cache.dir.clone(),
+        project.clone(),
+        crate::build::cargo_home()?,
+    ];
     let user_src = match &kernel_src {
         Some(d) => {
             let s = source::user_tree(d)?;
@@ -42,7 +46,10 @@ pub fn setup(cache_dir: Option<PathBuf>, kernel_src: Option<PathBuf>) -> Result<
         Toolchain::Host
     } else {
         if ui::verbose() {
-            eprintln!("  the host toolchain does not qualify: {}", shortfalls.join("; "));
+            eprintln!(
+                "  the host toolchain does not qualify: {}",
+                shortfalls.join("; ")
+            );
         }
         toolchain::ensure_root_packages(&apt, &cache)?;
         apt.clone()
@@ -55,7 +62,9 @@ pub fn setup(cache_dir: Option<PathBuf>, kernel_src: Option<PathBuf>) -> Result<
     );
     let tc_identity = tc.identity().context("reading the toolchain's versions")?;
     let tree = cache.dir.join(format!("tree/{}", source.key));
-    let jobs = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let jobs = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
     Ok(Ctx {
         cache,
         project,
@@ -95,7 +104,11 @@ fn build_arch(ctx: &Ctx, arch: &str) -> Result<Built> {
     })
 }
 
-fn prepare(cache_dir: Option<PathBuf>, kernel_src: Option<PathBuf>, boot: &BootArgs) -> Result<Ctx> {
+fn prepare(
+    cache_dir: Option<PathBuf>,
+    kernel_src: Option<PathBuf>,
+    boot: &BootArgs,
+) -> Result<Ctx> {
     let mut ctx = setup(cache_dir, kernel_src)?;
     if let Some(j) = boot.jobs {
         ctx.jobs = j.max(1);
@@ -105,7 +118,11 @@ fn prepare(cache_dir: Option<PathBuf>, kernel_src: Option<PathBuf>, boot: &BootA
 }
 
 /// `cargo xtask build`.
-pub fn build_only(cache_dir: Option<PathBuf>, kernel_src: Option<PathBuf>, boot: BootArgs) -> Result<()> {
+pub fn build_only(
+    cache_dir: Option<PathBuf>,
+    kernel_src: Option<PathBuf>,
+    boot: BootArgs,
+) -> Result<()> {
     let arches = machine::arches(boot.arch.as_deref().unwrap_or("all"))?;
     let ctx = prepare(cache_dir, kernel_src, &boot)?;
     for a in arches {
@@ -140,7 +157,14 @@ struct BootOutcome {
 
 /// Boots `b`; if `render` is set, waits for the guest's render program and
 /// checks a screendump while it runs.
-fn boot(ctx: &Ctx, b: &Built, append: &str, timeout: u64, render: bool, display: bool) -> Result<BootOutcome> {
+fn boot(
+    ctx: &Ctx,
+    b: &Built,
+    append: &str,
+    timeout: u64,
+    render: bool,
+    display: bool,
+) -> Result<BootOutcome> {
     let run_dir = ctx.cache.run_dir(&b.machine.name)?;
     let spec = BootSpec {
         machine: &b.machine,
@@ -201,7 +225,13 @@ fn boot(ctx: &Ctx, b: &Built, append: &str, timeout: u64, render: bool, display:
 
 /// Takes screendumps until one matches the pattern (the first flush may lag
 /// the guest's commit by a moment), for up to ten tries.
-fn capture(guest: &Guest, png: &Path, arch: &str, size: (u32, u32), phase: &Phase) -> Result<render::Verdict> {
+fn capture(
+    guest: &Guest,
+    png: &Path,
+    arch: &str,
+    size: (u32, u32),
+    phase: &Phase,
+) -> Result<render::Verdict> {
     let mut last = None;
     for _ in 0..10 {
         phase.status("screendump");
@@ -217,7 +247,12 @@ fn capture(guest: &Guest, png: &Path, arch: &str, size: (u32, u32), phase: &Phas
 }
 
 /// `cargo xtask qemu`.
-pub fn qemu(cache_dir: Option<PathBuf>, kernel_src: Option<PathBuf>, boot_args: BootArgs, display: bool) -> Result<i32> {
+pub fn qemu(
+    cache_dir: Option<PathBuf>,
+    kernel_src: Option<PathBuf>,
+    boot_args: BootArgs,
+    display: bool,
+) -> Result<i32> {
     let arch = boot_args.arch.clone().unwrap_or_else(|| "x86_64".into());
     if arch == "all" {
         bail!("`cargo xtask qemu` boots one architecture: --arch x86_64 or --arch arm64");
@@ -233,20 +268,33 @@ pub fn qemu(cache_dir: Option<PathBuf>, kernel_src: Option<PathBuf>, boot_args: 
     let out = boot(&ctx, &b, &append, boot_args.timeout, true, display)?;
     let splats = splat::detect(&out.log);
     for s in &splats {
-        eprintln!("splat ({}), serial log line {}:\n{}", s.kind, s.line, qemu::indent(&s.text));
+        eprintln!(
+            "splat ({}), serial log line {}:\n{}",
+            s.kind,
+            s.line,
+            qemu::indent(&s.text)
+        );
     }
     if let Some(e) = &out.error {
         eprintln!("error: {e}");
     }
     let render_ok = out.render.as_ref().is_some_and(|v| v.ok);
     if let Some(v) = &out.render {
-        println!("render: {} {}", if v.ok { "ok" } else { "FAILED" }, v.summary);
+        println!(
+            "render: {} {}",
+            if v.ok { "ok" } else { "FAILED" },
+            v.summary
+        );
     }
     if let Some(p) = &out.screenshot {
         println!("screendump: {}", p.display());
     }
     println!("serial log: {}", out.log_path.display());
-    Ok(if render_ok && splats.is_empty() && out.error.is_none() { 0 } else { 1 })
+    Ok(if render_ok && splats.is_empty() && out.error.is_none() {
+        0
+    } else {
+        1
+    })
 }
 
 /// One row of the results table.
@@ -273,7 +321,13 @@ pub fn expected_suites(text: &str, arch: &str) -> Vec<String> {
 }
 
 /// Turns one boot into table rows.
-fn rows_for(arch: &str, out: &BootOutcome, expected: &[String], filter: &Option<glob::Pattern>, want_render: bool) -> Vec<Row> {
+fn rows_for(
+    arch: &str,
+    out: &BootOutcome,
+    expected: &[String],
+    filter: &Option<glob::Pattern>,
+    want_render: bool,
+) -> Vec<Row> {
     let mut rows = Vec::new();
     let suites = ktap::parse(&out.log);
     for s in &suites {
@@ -295,7 +349,14 @@ fn rows_for(arch: &str, out: &BootOutcome, expected: &[String], filter: &Option<
             }
             Outcome::Crashed => format!("CRASHED: {}", s.problem.clone().unwrap_or_default()),
         };
-        rows.push(Row { arch: arch.into(), name: s.name.clone(), passed: p, failed: f, skipped: k, note });
+        rows.push(Row {
+            arch: arch.into(),
+            name: s.name.clone(),
+            passed: p,
+            failed: f,
+            skipped: k,
+            note,
+        });
     }
     for e in expected {
         if filter.as_ref().is_some_and(|f| !f.matches(e)) {
@@ -323,7 +384,11 @@ fn rows_for(arch: &str, out: &BootOutcome, expected: &[String], filter: &Option<
             passed: ok as usize,
             failed: (!ok) as usize,
             skipped: 0,
-            note: if ok { format!("ok: {note}") } else { format!("FAILED: {note}") },
+            note: if ok {
+                format!("ok: {note}")
+            } else {
+                format!("FAILED: {note}")
+            },
         });
     }
     let splats = splat::detect(&out.log);
@@ -338,7 +403,10 @@ fn rows_for(arch: &str, out: &BootOutcome, expected: &[String], filter: &Option<
         note = "FAILED: /init did not finish (see the serial log)".into();
     }
     if !splats.is_empty() {
-        let kinds: Vec<String> = splats.iter().map(|s| format!("{} (line {})", s.kind, s.line)).collect();
+        let kinds: Vec<String> = splats
+            .iter()
+            .map(|s| format!("{} (line {})", s.kind, s.line))
+            .collect();
         note = format!("FAILED: {} splat(s): {}", splats.len(), kinds.join(", "));
     }
     rows.push(Row {
@@ -353,10 +421,17 @@ fn rows_for(arch: &str, out: &BootOutcome, expected: &[String], filter: &Option<
 }
 
 /// `cargo xtask test`.
-pub fn test(cache_dir: Option<PathBuf>, kernel_src: Option<PathBuf>, boot_args: BootArgs, filter: Option<String>) -> Result<i32> {
+pub fn test(
+    cache_dir: Option<PathBuf>,
+    kernel_src: Option<PathBuf>,
+    boot_args: BootArgs,
+    filter: Option<String>,
+) -> Result<i32> {
     let arches = machine::arches(boot_args.arch.as_deref().unwrap_or("all"))?;
     let pattern = match &filter {
-        Some(f) => Some(glob::Pattern::new(f).with_context(|| format!("--filter {f:?} is not a valid glob"))?),
+        Some(f) => Some(
+            glob::Pattern::new(f).with_context(|| format!("--filter {f:?} is not a valid glob"))?,
+        ),
         None => None,
     };
     let want_render = pattern.as_ref().is_none_or(|p| p.matches("render"));
@@ -381,7 +456,12 @@ pub fn test(cache_dir: Option<PathBuf>, kernel_src: Option<PathBuf>, boot_args: 
         let expected = expected_suites(&suites_text, arch);
         let r = rows_for(arch, &out, &expected, &pattern, want_render);
         for s in splat::detect(&out.log) {
-            details.push(format!("{arch}: splat ({}) at serial log line {}:\n{}", s.kind, s.line, qemu::indent(&s.text)));
+            details.push(format!(
+                "{arch}: splat ({}) at serial log line {}:\n{}",
+                s.kind,
+                s.line,
+                qemu::indent(&s.text)
+            ));
         }
         if let Some(e) = &out.error {
             details.push(format!("{arch}: {e}"));
@@ -392,20 +472,31 @@ pub fn test(cache_dir: Option<PathBuf>, kernel_src: Option<PathBuf>, boot_args: 
         if let Some(p) = &out.screenshot {
             details.push(format!("{arch}: screendump {}", p.display()));
         }
-        details.push(format!("{arch}: boot took {}", ui::fmt_duration(out.duration)));
+        details.push(format!(
+            "{arch}: boot took {}",
+            ui::fmt_duration(out.duration)
+        ));
         rows.extend(r);
     }
 
     println!();
-    println!("{:<8} {:<34} {:>6} {:>6} {:>6}  result", "arch", "suite", "pass", "fail", "skip");
+    println!(
+        "{:<8} {:<34} {:>6} {:>6} {:>6}  result",
+        "arch", "suite", "pass", "fail", "skip"
+    );
     for r in &rows {
-        println!("{:<8} {:<34} {:>6} {:>6} {:>6}  {}", r.arch, r.name, r.passed, r.failed, r.skipped, r.note);
+        println!(
+            "{:<8} {:<34} {:>6} {:>6} {:>6}  {}",
+            r.arch, r.name, r.passed, r.failed, r.skipped, r.note
+        );
     }
     println!();
     for d in &details {
         println!("{d}");
     }
-    let (p, f, s) = rows.iter().fold((0, 0, 0), |a, r| (a.0 + r.passed, a.1 + r.failed, a.2 + r.skipped));
+    let (p, f, s) = rows.iter().fold((0, 0, 0), |a, r| {
+        (a.0 + r.passed, a.1 + r.failed, a.2 + r.skipped)
+    });
     println!("total time {}", ui::fmt_duration(started.elapsed()));
     if s > 0 {
         println!("{p} passed, {f} failed, {s} skipped");
@@ -440,10 +531,19 @@ mod tests {
     #[test]
     fn missing_suite_and_missing_init_fail() {
         let log = include_str!("../tests/fixtures/x86_64-boot-no-init.log");
-        let rows = rows_for("x86_64", &outcome(log), &["rust_doctests_kernel".into(), "absent".into()], &None, false);
+        let rows = rows_for(
+            "x86_64",
+            &outcome(log),
+            &["rust_doctests_kernel".into(), "absent".into()],
+            &None,
+            false,
+        );
         let missing = rows.iter().find(|r| r.name == "absent").unwrap();
         assert_eq!(missing.failed, 1);
-        let doc = rows.iter().find(|r| r.name == "rust_doctests_kernel").unwrap();
+        let doc = rows
+            .iter()
+            .find(|r| r.name == "rust_doctests_kernel")
+            .unwrap();
         assert_eq!((doc.passed, doc.failed), (360, 0));
         // That boot panicked for lack of an init: the boot row fails.
         let boot = rows.iter().find(|r| r.name == "boot").unwrap();
@@ -455,7 +555,13 @@ mod tests {
     fn filter_limits_rows() {
         let log = include_str!("../tests/fixtures/x86_64-boot-no-init.log");
         let f = Some(glob::Pattern::new("rust_net*").unwrap());
-        let rows = rows_for("x86_64", &outcome(log), &["rust_doctests_kernel".into()], &f, false);
+        let rows = rows_for(
+            "x86_64",
+            &outcome(log),
+            &["rust_doctests_kernel".into()],
+            &f,
+            false,
+        );
         let names: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(names, ["rust_netlink", "boot"]);
     }

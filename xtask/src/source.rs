@@ -44,16 +44,25 @@ pub fn kernel_version(dir: &Path) -> Result<String> {
     })?;
     let field = |name: &str| {
         text.lines()
-            .find_map(|l| l.strip_prefix(name).and_then(|r| r.trim().strip_prefix('=')))
+            .find_map(|l| {
+                l.strip_prefix(name)
+                    .and_then(|r| r.trim().strip_prefix('='))
+            })
             .map(|v| v.trim().to_string())
     };
-    let (Some(v), Some(p), Some(s)) = (field("VERSION"), field("PATCHLEVEL"), field("SUBLEVEL")) else {
+    let (Some(v), Some(p), Some(s)) = (field("VERSION"), field("PATCHLEVEL"), field("SUBLEVEL"))
+    else {
         bail!(
             "{} is not a Linux kernel tree: its Makefile has no VERSION/PATCHLEVEL/SUBLEVEL",
             dir.display()
         );
     };
-    for needed in ["Kconfig", "rust/kernel/lib.rs", "scripts/kconfig", "drivers/gpu/drm/Kconfig"] {
+    for needed in [
+        "Kconfig",
+        "rust/kernel/lib.rs",
+        "scripts/kconfig",
+        "drivers/gpu/drm/Kconfig",
+    ] {
         if !dir.join(needed).exists() {
             bail!(
                 "{} is not a usable Linux kernel tree: {needed} is missing (Rust support needs 6.x or later)",
@@ -102,8 +111,12 @@ pub fn debian_tree(cache: &Cache, apt: &Toolchain) -> Result<Source> {
 fn fetch_and_unpack(cache: &Cache, apt: &Toolchain, dir: &Path, phase: &Phase) -> Result<()> {
     let dl = ui::ensure_dir(cache.dir.join("downloads"))?;
     let log = dl.join("download.log");
-    let deb = dl.join(format!("{PACKAGE}_{}_all.deb", DEB_VERSION.replace(':', "%3a")));
-    let verified = |p: &Path| p.exists() && paths::sha256_file(p).ok().as_deref() == Some(DEB_SHA256);
+    let deb = dl.join(format!(
+        "{PACKAGE}_{}_all.deb",
+        DEB_VERSION.replace(':', "%3a")
+    ));
+    let verified =
+        |p: &Path| p.exists() && paths::sha256_file(p).ok().as_deref() == Some(DEB_SHA256);
     if !verified(&deb) {
         let _ = std::fs::remove_file(&deb);
         phase.status("downloading");
@@ -169,7 +182,11 @@ mod tests {
         std::fs::create_dir_all(&d).unwrap();
         let e = kernel_version(&d).unwrap_err().to_string();
         assert!(e.contains("not a Linux kernel tree"), "{e}");
-        std::fs::write(d.join("Makefile"), "VERSION = 7\nPATCHLEVEL = 3\nSUBLEVEL = 4\n").unwrap();
+        std::fs::write(
+            d.join("Makefile"),
+            "VERSION = 7\nPATCHLEVEL = 3\nSUBLEVEL = 4\n",
+        )
+        .unwrap();
         let e = kernel_version(&d).unwrap_err().to_string();
         assert!(e.contains("Kconfig is missing"), "{e}");
         std::fs::remove_dir_all(&d).unwrap();

@@ -7,13 +7,31 @@ use crate::ktap::strip_timestamp;
 
 /// Markers that start a splat, and the kind reported for each.
 const MARKERS: &[(&str, &str)] = &[
-    ("WARNING: possible circular locking dependency", "lockdep: circular locking"),
-    ("WARNING: possible recursive locking", "lockdep: recursive locking"),
-    ("WARNING: inconsistent lock state", "lockdep: inconsistent lock state"),
-    ("WARNING: possible irq lock inversion", "lockdep: irq lock inversion"),
+    (
+        "WARNING: possible circular locking dependency",
+        "lockdep: circular locking",
+    ),
+    (
+        "WARNING: possible recursive locking",
+        "lockdep: recursive locking",
+    ),
+    (
+        "WARNING: inconsistent lock state",
+        "lockdep: inconsistent lock state",
+    ),
+    (
+        "WARNING: possible irq lock inversion",
+        "lockdep: irq lock inversion",
+    ),
     ("WARNING: bad unlock balance", "lockdep: bad unlock balance"),
-    ("WARNING: suspicious RCU usage", "lockdep: suspicious RCU usage"),
-    ("WARNING: lock held when returning to user space", "lockdep: lock held at return to user"),
+    (
+        "WARNING: suspicious RCU usage",
+        "lockdep: suspicious RCU usage",
+    ),
+    (
+        "WARNING: lock held when returning to user space",
+        "lockdep: lock held at return to user",
+    ),
     ("WARNING: held lock freed", "lockdep: held lock freed"),
     ("BUG: MAX_LOCKDEP", "lockdep: table overflow"),
     ("DEBUG_LOCKS_WARN_ON", "lockdep: DEBUG_LOCKS_WARN_ON"),
@@ -84,7 +102,11 @@ pub fn detect(log: &str) -> Vec<Splat> {
         out.push(Splat {
             kind,
             line: start + 1,
-            text: lines[start..end].iter().map(|l| strip_timestamp(l)).collect::<Vec<_>>().join("\n"),
+            text: lines[start..end]
+                .iter()
+                .map(|l| strip_timestamp(l))
+                .collect::<Vec<_>>()
+                .join("\n"),
         });
         i = end.max(start + 1);
     }

@@ -28,13 +28,33 @@ const SUITE: &str = "trixie";
 /// trixie for those not in backports).
 pub const ROOT_PACKAGES: &[&str] = &[
     // kernel build
-    "make", "bc", "flex", "bison", "libelf-dev", "libssl-dev", "cpio", "kmod", "python3",
-    "xz-utils", "clang", "lld", "llvm", "rustc", "rust-src", "bindgen", "rustfmt",
+    "make",
+    "bc",
+    "flex",
+    "bison",
+    "libelf-dev",
+    "libssl-dev",
+    "cpio",
+    "kmod",
+    "python3",
+    "xz-utils",
+    "clang",
+    "lld",
+    "llvm",
+    "rustc",
+    "rust-src",
+    "bindgen",
+    "rustfmt",
     "rust-clippy",
     // guest programs, both arches
-    "cargo", "libstd-rust-dev:arm64", "gcc-aarch64-linux-gnu", "libc6-dev-arm64-cross",
+    "cargo",
+    "libstd-rust-dev:arm64",
+    "gcc-aarch64-linux-gnu",
+    "libc6-dev-arm64-cross",
     // machines
-    "qemu-system-x86", "qemu-system-arm", "patch",
+    "qemu-system-x86",
+    "qemu-system-arm",
+    "patch",
 ];
 
 /// Bumped when the provisioning steps change, so old roots are not reused.
@@ -119,7 +139,14 @@ impl Toolchain {
             }
             Toolchain::Root { root, binds } => {
                 let mut cmd = Command::new("unshare");
-                cmd.args(["--mount", "--propagation", "private", "--fork", "--kill-child", "--"]);
+                cmd.args([
+                    "--mount",
+                    "--propagation",
+                    "private",
+                    "--fork",
+                    "--kill-child",
+                    "--",
+                ]);
                 cmd.args(["sh", "-c", ENTER_ROOT, "enter-root"]);
                 cmd.arg(root);
                 cmd.arg(binds.len().to_string());
@@ -160,7 +187,11 @@ impl Toolchain {
     /// A string identifying the compilers, for cache keys.
     pub fn identity(&self) -> Result<String> {
         let mut id = String::new();
-        for (prog, arg) in [("rustc", "--version"), ("clang", "--version"), ("bindgen", "--version")] {
+        for (prog, arg) in [
+            ("rustc", "--version"),
+            ("clang", "--version"),
+            ("bindgen", "--version"),
+        ] {
             let out = self.output(&Cmd::new(prog).arg(arg))?;
             id.push_str(out.lines().next().unwrap_or(""));
             id.push('\n');
@@ -173,7 +204,9 @@ impl Toolchain {
 pub fn is_root() -> bool {
     use std::os::unix::fs::MetadataExt;
     // /proc/self belongs to the process's effective user.
-    std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
 }
 
 /// The Debian mirror for debootstrap and the root's apt: `VIRTGPU_RS_MIRROR`,
@@ -251,8 +284,15 @@ pub fn ensure_root_base(cache: &Cache, binds: Vec<PathBuf>) -> Result<Toolchain>
             remove_tree(&tmp)?;
         }
         let mut cmd = Command::new("debootstrap");
-        cmd.args(["--variant=minbase", SUITE]).arg(&tmp).arg(&mirror);
-        ui::run_logged(&mut cmd, &log, &phase, "check the network access to the Debian mirror, then rerun")?;
+        cmd.args(["--variant=minbase", SUITE])
+            .arg(&tmp)
+            .arg(&mirror);
+        ui::run_logged(
+            &mut cmd,
+            &log,
+            &phase,
+            "check the network access to the Debian mirror, then rerun",
+        )?;
         std::fs::write(
             tmp.join("etc/apt/sources.list"),
             format!("deb {mirror} {SUITE} main\ndeb {mirror} {SUITE}-backports main\n"),
@@ -270,7 +310,12 @@ pub fn ensure_root_base(cache: &Cache, binds: Vec<PathBuf>) -> Result<Toolchain>
             // What unpacking the kernel source and applying the overlay need.
             Cmd::new("apt-get").args(["-y", "install", "xz-utils", "patch"]),
         ] {
-            ui::run_logged(&mut tc.command(&s), &log, &phase, "rerun `cargo xtask setup`: it resumes")?;
+            ui::run_logged(
+                &mut tc.command(&s),
+                &log,
+                &phase,
+                "rerun `cargo xtask setup`: it resumes",
+            )?;
         }
         std::fs::write(&base_done, "")?;
         Ok(())
@@ -317,13 +362,18 @@ pub fn ensure_root_packages(tc: &Toolchain, cache: &Cache) -> Result<()> {
         }
     }
     std::fs::write(&done, "")?;
-    let rustc = tc.output(&Cmd::new("rustc").arg("--version")).unwrap_or_default();
+    let rustc = tc
+        .output(&Cmd::new("rustc").arg("--version"))
+        .unwrap_or_default();
     phase.done(rustc.trim());
     Ok(())
 }
 
 fn root_paths(cache: &Cache) -> (PathBuf, PathBuf) {
-    let key = crate::paths::short_hash(&format!("{ROOT_LAYOUT}\n{SUITE}\n{}", ROOT_PACKAGES.join(" ")));
+    let key = crate::paths::short_hash(&format!(
+        "{ROOT_LAYOUT}\n{SUITE}\n{}",
+        ROOT_PACKAGES.join(" ")
+    ));
     (
         cache.dir.join(format!("root/{SUITE}-{key}")),
         cache.dir.join(format!("root/{SUITE}-{key}.state")),
@@ -352,7 +402,12 @@ fn ensure_host_tool(tool: &str, package: &str, log: &Path, phase: &Phase) -> Res
         bail!("`{tool}` is missing and this host has no apt-get.\n  hint: install the `{package}` package");
     }
     phase.status(&format!("installing {package} on the host"));
-    ui::run_logged(Command::new("apt-get").arg("update"), log, phase, "check apt's configuration")?;
+    ui::run_logged(
+        Command::new("apt-get").arg("update"),
+        log,
+        phase,
+        "check apt's configuration",
+    )?;
     ui::run_logged(
         Command::new("apt-get").args(["-y", "install", package]),
         log,
@@ -413,19 +468,28 @@ pub fn host_shortfalls(src: &Path, scratch: &Path) -> Vec<String> {
             .map(|o| o.status.success())
             .unwrap_or(false);
         if !ok {
-            missing.push("`make LLVM=1 rustavailable` fails (rustc with rust-src, bindgen >= 0.71.1)".into());
+            missing.push(
+                "`make LLVM=1 rustavailable` fails (rustc with rust-src, bindgen >= 0.71.1)".into(),
+            );
         }
     }
     // The aarch64 guest programs need Rust's std for that target.
     if missing.is_empty() {
         let ok = Command::new("rustc")
-            .args(["--print", "target-libdir", "--target", "aarch64-unknown-linux-gnu"])
+            .args([
+                "--print",
+                "target-libdir",
+                "--target",
+                "aarch64-unknown-linux-gnu",
+            ])
             .output()
             .ok()
             .filter(|o| o.status.success())
             .map(|o| {
                 let dir = String::from_utf8_lossy(&o.stdout).trim().to_string();
-                std::fs::read_dir(dir).map(|mut d| d.next().is_some()).unwrap_or(false)
+                std::fs::read_dir(dir)
+                    .map(|mut d| d.next().is_some())
+                    .unwrap_or(false)
             })
             .unwrap_or(false);
         if !ok {
@@ -442,7 +506,10 @@ mod tests {
     #[test]
     fn mirror_from_deb822() {
         let t = "Types: deb\n# comment\nURIs: http://example.org/debian\nSuites: bookworm\n";
-        assert_eq!(mirror_from_sources(t).as_deref(), Some("http://example.org/debian"));
+        assert_eq!(
+            mirror_from_sources(t).as_deref(),
+            Some("http://example.org/debian")
+        );
     }
 
     #[test]
@@ -453,7 +520,10 @@ mod tests {
             mirror_from_sources(t).as_deref(),
             Some("http://mirror.example.net/debian")
         );
-        assert_eq!(mirror_from_sources("deb https://x.example/node nodistro main"), None);
+        assert_eq!(
+            mirror_from_sources("deb https://x.example/node nodistro main"),
+            None
+        );
     }
 
     #[test]
@@ -462,8 +532,16 @@ mod tests {
             root: "/r".into(),
             binds: vec!["/c".into()],
         };
-        let cmd = tc.command(&Cmd::new("make").arg("-j2").env("ARCH", "arm64").cwd(Path::new("/w")));
-        let args: Vec<String> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+        let cmd = tc.command(
+            &Cmd::new("make")
+                .arg("-j2")
+                .env("ARCH", "arm64")
+                .cwd(Path::new("/w")),
+        );
+        let args: Vec<String> = cmd
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
         assert_eq!(cmd.get_program(), "unshare");
         assert!(args.contains(&"--chdir=/w".to_string()));
         assert!(args.ends_with(&["ARCH=arm64".into(), "make".into(), "-j2".into()]));

@@ -60,7 +60,8 @@ impl Phase {
 
     /// Shows a short status next to the spinner (e.g. the last build line).
     pub fn status(&self, msg: &str) {
-        self.bar.set_message(msg.chars().take(100).collect::<String>());
+        self.bar
+            .set_message(msg.chars().take(100).collect::<String>());
     }
 
     /// Ends the phase successfully and returns its duration.
@@ -68,7 +69,11 @@ impl Phase {
         let d = self.start.elapsed();
         self.bar.finish_and_clear();
         let sep = if detail.is_empty() { "" } else { ": " };
-        eprintln!("  ok  {:<28} {:>7}{sep}{detail}", self.name, fmt_duration(d));
+        eprintln!(
+            "  ok  {:<28} {:>7}{sep}{detail}",
+            self.name,
+            fmt_duration(d)
+        );
         d
     }
 
@@ -125,8 +130,14 @@ pub fn run_logged(cmd: &mut Command, log: &Path, phase: &Phase, hint: &str) -> R
     let (tx, rx) = std::sync::mpsc::channel::<String>();
     let mut readers = Vec::new();
     for stream in [
-        child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-        child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
     ]
     .into_iter()
     .flatten()

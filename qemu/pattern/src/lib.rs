@@ -150,8 +150,16 @@ pub fn static_pixel(w: u32, h: u32, arch: &str, x: u32, y: u32) -> Rgb {
 pub fn pixel(w: u32, h: u32, arch: &str, frame: u64, x: u32, y: u32) -> Rgb {
     let cb = counter_box(h);
     if cb.contains(x, y) {
-        let digits = format!("{:0width$}", frame % 10u64.pow(COUNTER_DIGITS as u32), width = COUNTER_DIGITS);
-        return if text_hit(&digits, (cb.x, cb.y), x, y) { INK } else { BACKGROUND };
+        let digits = format!(
+            "{:0width$}",
+            frame % 10u64.pow(COUNTER_DIGITS as u32),
+            width = COUNTER_DIGITS
+        );
+        return if text_hit(&digits, (cb.x, cb.y), x, y) {
+            INK
+        } else {
+            BACKGROUND
+        };
     }
     static_pixel(w, h, arch, x, y)
 }

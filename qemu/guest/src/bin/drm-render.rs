@@ -55,11 +55,7 @@ fn parse_args() -> Result<Options> {
         match a.as_str() {
             "--card" => o.card = value()?,
             "--arch" => o.arch = value()?,
-            "--seconds" => {
-                o.seconds = value()?
-                    .parse()
-                    .map_err(|e| format!("--seconds: {e}"))?
-            }
+            "--seconds" => o.seconds = value()?.parse().map_err(|e| format!("--seconds: {e}"))?,
             _ => return Err(format!("unknown argument {a:?}")),
         }
     }
@@ -159,19 +155,35 @@ impl Scanout {
         mode: Mode,
         fb: framebuffer::Handle,
     ) -> Result<Scanout> {
-        if card.set_client_capability(ClientCapability::UniversalPlanes, true).is_ok()
-            && card.set_client_capability(ClientCapability::Atomic, true).is_ok()
+        if card
+            .set_client_capability(ClientCapability::UniversalPlanes, true)
+            .is_ok()
+            && card
+                .set_client_capability(ClientCapability::Atomic, true)
+                .is_ok()
         {
             let plane = primary_plane(card, crtc)?;
             let (w, h) = mode.size();
             let blob = ctx(card.create_property_blob(&mode), "creating the mode blob")?;
             let mut req = atomic::AtomicModeReq::new();
-            req.add_property(con, prop(card, con, "CRTC_ID")?, property::Value::CRTC(Some(crtc)));
+            req.add_property(
+                con,
+                prop(card, con, "CRTC_ID")?,
+                property::Value::CRTC(Some(crtc)),
+            );
             req.add_property(crtc, prop(card, crtc, "MODE_ID")?, blob);
-            req.add_property(crtc, prop(card, crtc, "ACTIVE")?, property::Value::Boolean(true));
+            req.add_property(
+                crtc,
+                prop(card, crtc, "ACTIVE")?,
+                property::Value::Boolean(true),
+            );
             let fb_id = prop(card, plane, "FB_ID")?;
             req.add_property(plane, fb_id, property::Value::Framebuffer(Some(fb)));
-            req.add_property(plane, prop(card, plane, "CRTC_ID")?, property::Value::CRTC(Some(crtc)));
+            req.add_property(
+                plane,
+                prop(card, plane, "CRTC_ID")?,
+                property::Value::CRTC(Some(crtc)),
+            );
             for (name, v) in [
                 ("SRC_X", 0),
                 ("SRC_Y", 0),
@@ -180,16 +192,30 @@ impl Scanout {
                 ("CRTC_W", u64::from(w)),
                 ("CRTC_H", u64::from(h)),
             ] {
-                req.add_property(plane, prop(card, plane, name)?, property::Value::UnsignedRange(v));
+                req.add_property(
+                    plane,
+                    prop(card, plane, name)?,
+                    property::Value::UnsignedRange(v),
+                );
             }
             for name in ["CRTC_X", "CRTC_Y"] {
-                req.add_property(plane, prop(card, plane, name)?, property::Value::SignedRange(0));
+                req.add_property(
+                    plane,
+                    prop(card, plane, name)?,
+                    property::Value::SignedRange(0),
+                );
             }
-            ctx(card.atomic_commit(AtomicCommitFlags::ALLOW_MODESET, req), "atomic modeset")?;
+            ctx(
+                card.atomic_commit(AtomicCommitFlags::ALLOW_MODESET, req),
+                "atomic modeset",
+            )?;
             println!("virtgpu-rs: render modeset atomic");
             Ok(Scanout::Atomic { plane, fb_id })
         } else {
-            ctx(card.set_crtc(crtc, Some(fb), (0, 0), &[con], Some(mode)), "legacy SETCRTC")?;
+            ctx(
+                card.set_crtc(crtc, Some(fb), (0, 0), &[con], Some(mode)),
+                "legacy SETCRTC",
+            )?;
             println!("virtgpu-rs: render modeset legacy");
             Ok(Scanout::Legacy)
         }
@@ -201,7 +227,10 @@ impl Scanout {
             Scanout::Atomic { plane, fb_id } => {
                 let mut req = atomic::AtomicModeReq::new();
                 req.add_property(*plane, *fb_id, property::Value::Framebuffer(Some(fb)));
-                ctx(card.atomic_commit(AtomicCommitFlags::empty(), req), "atomic flip")
+                ctx(
+                    card.atomic_commit(AtomicCommitFlags::empty(), req),
+                    "atomic flip",
+                )
             }
             Scanout::Legacy => {
                 let clip = ClipRect::new(0, 0, w, h);
@@ -213,12 +242,18 @@ impl Scanout {
 
 fn run(o: &Options) -> Result<()> {
     let file = ctx(
-        std::fs::OpenOptions::new().read(true).write(true).open(&o.card),
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&o.card),
         &format!("opening {}", o.card),
     )?;
     let card = Card(file);
     let driver = ctx(card.get_driver(), "DRM_IOCTL_VERSION")?;
-    println!("virtgpu-rs: render driver {}", driver.name().to_string_lossy());
+    println!(
+        "virtgpu-rs: render driver {}",
+        driver.name().to_string_lossy()
+    );
 
     let res = ctx(card.resource_handles(), "reading resources")?;
     let con = res
@@ -230,13 +265,21 @@ fn run(o: &Options) -> Result<()> {
     let mode = con
         .modes()
         .iter()
-        .find(|m| m.mode_type().contains(drm::control::ModeTypeFlags::PREFERRED))
+        .find(|m| {
+            m.mode_type()
+                .contains(drm::control::ModeTypeFlags::PREFERRED)
+        })
         .or_else(|| con.modes().first())
         .copied()
         .ok_or("the connector has no modes")?;
     let crtc = *res.crtcs().first().ok_or("no CRTC")?;
     let (w, h) = mode.size();
-    println!("virtgpu-rs: render mode {}x{} on {:?}", w, h, con.interface());
+    println!(
+        "virtgpu-rs: render mode {}x{} on {:?}",
+        w,
+        h,
+        con.interface()
+    );
 
     let mut bufs = Vec::new();
     for _ in 0..2 {

@@ -58,6 +58,7 @@ impl Ctx {
     pub fn apply_overlay(&self) -> Result<Vec<PathBuf>> {
         let phase = Phase::start("overlay");
         let log = self.cache.dir.join("tree/overlay.log");
+        let _ = std::fs::remove_file(&log);
         let r = (|| {
             overlay::ensure_tree(&self.source.dir, &self.tree, &phase)?;
             let scratch = self.cache.dir.join("tree/scratch");

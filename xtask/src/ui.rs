@@ -108,6 +108,30 @@ pub fn tail(path: &Path, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
+/// A readable form of `cmd`: for a command entering the Debian root, the
+/// command run inside it.
+pub fn describe(cmd: &Command) -> String {
+    let args: Vec<String> = cmd
+        .get_args()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let inner = args
+        .iter()
+        .position(|a| a == "/usr/bin/env")
+        .filter(|_| cmd.get_program() == "unshare")
+        .map(|i| {
+            args[i + 1..]
+                .iter()
+                .skip_while(|a| *a == "-i" || a.starts_with("--chdir=") || a.contains('='))
+                .cloned()
+                .collect::<Vec<_>>()
+        });
+    match inner {
+        Some(v) => format!("{} (in the Debian root)", v.join(" ")),
+        None => format!("{} {}", cmd.get_program().to_string_lossy(), args.join(" ")),
+    }
+}
+
 /// Runs `cmd`, appending stdout and stderr to `log`, showing progress in
 /// `phase`. On failure prints the tail of the log and returns an error that
 /// names the log and `hint`.
@@ -120,7 +144,7 @@ pub fn run_logged(cmd: &mut Command, log: &Path, phase: &Phase, hint: &str) -> R
         .append(true)
         .open(log)
         .with_context(|| format!("opening log {}", log.display()))?;
-    writeln!(file, "$ {:?}", cmd)?;
+    writeln!(file, "$ {}", describe(cmd))?;
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -165,16 +189,31 @@ pub fn run_logged(cmd: &mut Command, log: &Path, phase: &Phase, hint: &str) -> R
     }
     let status = child.wait()?;
     if !status.success() {
+        if let Some(block) = first_error(&std::fs::read_to_string(log).unwrap_or_default()) {
+            eprintln!("---- first error in {} ----", log.display());
+            eprintln!("{block}");
+        }
         eprintln!("---- last lines of {} ----", log.display());
         eprintln!("{}", tail(log, 30));
         eprintln!("----");
+        let what = describe(cmd);
+        let what: String = what.chars().take(160).collect();
         bail!(
-            "{:?} failed ({status}); full log: {}\n  hint: {hint}",
-            cmd.get_program(),
+            "`{what}` failed ({status}); full log: {}\n  hint: {hint}",
             log.display()
         );
     }
     Ok(())
+}
+
+/// The first compiler error in a build log with the lines that explain it.
+pub fn first_error(log: &str) -> Option<String> {
+    let lines: Vec<&str> = log.lines().collect();
+    let i = lines.iter().position(|l| {
+        let t = l.trim_start();
+        t.starts_with("error[") || t.starts_with("error:") || l.contains(": error:")
+    })?;
+    Some(lines[i..(i + 15).min(lines.len())].join("\n"))
 }
 
 /// Runs `cmd` and returns its stdout, or an error with its stderr.
@@ -210,4 +249,42 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
     }
     std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_error_finds_rustc_and_clang_errors() {
+        let log = "  RUSTC x.o\nerror: expected one of `.`, `;`\n --> drivers/x.rs:3:5\nmake: *** Error 2\n";
+        let e = first_error(log).unwrap();
+        assert!(e.starts_with("error: expected"));
+        assert!(e.contains("drivers/x.rs:3:5"));
+        assert!(first_error("drivers/a.c:1:2: error: unknown type\n").is_some());
+        assert!(first_error("  CC a.o\n  LD b\n").is_none());
+    }
+
+    #[test]
+    fn describe_shows_the_command_inside_the_root() {
+        let mut c = Command::new("unshare");
+        c.args([
+            "--fork",
+            "--",
+            "sh",
+            "-c",
+            "x",
+            "enter-root",
+            "/r",
+            "0",
+            "/usr/bin/env",
+            "-i",
+            "--chdir=/w",
+            "PATH=/bin",
+            "make",
+            "-j2",
+        ]);
+        assert_eq!(describe(&c), "make -j2 (in the Debian root)");
+        assert_eq!(describe(Command::new("ls").arg("-l")), "ls -l");
+    }
 }

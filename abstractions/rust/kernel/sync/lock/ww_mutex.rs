@@ -1,0 +1,314 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Wound/wait mutexes.
+//!
+//! A wound/wait mutex ([`Mutex`]) can be locked together with other mutexes of
+//! the same [`Class`] in any order without deadlock: every [`AcquireCtx`] gets
+//! a stamp from the class, and when two contexts contend, the younger one is
+//! told to back off with [`EDEADLK`]. It must then release every lock it holds,
+//! wait for the contended lock with [`AcquireCtx::lock_slow`] (keeping its
+//! stamp, so it ages and eventually wins) and try the rest again.
+//! [`LockSet::lock_all`] runs that loop for you and is the entry point most
+//! code wants.
+//!
+//! # Forgotten guards
+//!
+//! A locked `ww_mutex` points to the acquire context holding it, and other
+//! lockers read that context's stamp. If a guard could be leaked (with
+//! [`core::mem::forget`]) and its context then freed, the mutex would point
+//! to freed memory. This module rules that out:
+//!
+//! - an [`AcquireCtx<'a>`] lives on the heap and records every mutex it locks;
+//!   a mutex can only be locked in it if it outlives `'a`, i.e. the context;
+//! - dropping the context unlocks whatever it still holds (the mutexes of
+//!   forgotten guards) before `ww_acquire_fini`, so no mutex keeps a pointer
+//!   to it;
+//! - forgetting the context itself leaks its heap allocation, so the pointer
+//!   stays valid (the mutexes stay locked, which is safe, like forgetting any
+//!   guard).
+//!
+//! C reference: [`include/linux/ww_mutex.h`](srctree/include/linux/ww_mutex.h)
+//! and `Documentation/locking/ww-mutex-design.rst`.
+
+use crate::{
+    bindings,
+    error::to_result,
+    prelude::*,
+    types::{NotThreadSafe, Opaque},
+};
+use core::{cell::UnsafeCell, marker::PhantomPinned, ptr::NonNull};
+
+mod acquire_ctx;
+mod class;
+mod lock_set;
+mod tests;
+
+pub use acquire_ctx::{AcquireCtx, CtxGuard};
+pub use class::{Class, DynamicClass};
+pub use lock_set::LockSet;
+
+mod private {
+    pub trait Sealed {}
+}
+
+/// Something that can be locked as a wound/wait mutex: a [`Mutex`] made in
+/// Rust or a [`ForeignMutex`] embedded in a C object.
+///
+/// This trait is sealed.
+pub trait Lockable: private::Sealed {
+    /// The data the lock protects.
+    type Data: ?Sized;
+
+    /// The `struct ww_mutex`.
+    fn as_raw(&self) -> *mut bindings::ww_mutex;
+
+    /// The class the mutex was initialised with.
+    fn class(&self) -> &Class;
+
+    /// The protected data.
+    fn data_ptr(&self) -> *mut Self::Data;
+}
+
+/// A wound/wait mutex protecting a `T`.
+///
+/// Lock it alone with [`Mutex::lock`] and friends (no context, like C's
+/// `ww_mutex_lock(lock, NULL)`), or together with others of its class through
+/// an [`AcquireCtx`] or a [`LockSet`].
+///
+/// # Invariants
+///
+/// `inner` is an initialised `ww_mutex` of `class`; `data` is protected by it.
+///
+/// # Examples
+///
+/// ```
+/// use kernel::{define_ww_class, prelude::*, sync::lock::ww_mutex::Mutex};
+///
+/// define_ww_class!(CLASS);
+///
+/// let m = KBox::pin_init(Mutex::new(0u32, &CLASS), GFP_KERNEL)?;
+/// *m.lock() += 1;
+/// assert!(!m.is_locked());
+/// assert_eq!(*m.try_lock()?, 1);
+/// # Ok::<(), Error>(())
+/// ```
+#[pin_data]
+#[repr(C)]
+pub struct Mutex<'c, T: ?Sized> {
+    #[pin]
+    inner: Opaque<bindings::ww_mutex>,
+    class: &'c Class,
+    #[pin]
+    _pin: PhantomPinned,
+    data: UnsafeCell<T>,
+}
+
+// SAFETY: The mutex can move to another thread with its data when the data can.
+unsafe impl<T: ?Sized + Send> Send for Mutex<'_, T> {}
+// SAFETY: Shared references let any thread lock the mutex and get `&mut T`, so
+// `T` must be `Send`; the mutex serialises all access, so `T: Sync` is not needed.
+unsafe impl<T: ?Sized + Send> Sync for Mutex<'_, T> {}
+
+impl<'c, T> Mutex<'c, T> {
+    /// Creates a mutex of `class` protecting `data`.
+    pub fn new(data: T, class: &'c Class) -> impl PinInit<Self> {
+        pin_init!(Mutex {
+            inner <- Opaque::ffi_init(|slot: *mut bindings::ww_mutex| {
+                // SAFETY: `slot` is valid for writes and pinned; `class` is an
+                // initialised class that outlives the mutex (`'c`).
+                unsafe { bindings::ww_mutex_init(slot, class.as_raw()) }
+            }),
+            class,
+            _pin: PhantomPinned,
+            data: UnsafeCell::new(data),
+        })
+    }
+}
+
+impl<T: ?Sized> private::Sealed for Mutex<'_, T> {}
+
+impl<T: ?Sized> Lockable for Mutex<'_, T> {
+    type Data = T;
+
+    fn as_raw(&self) -> *mut bindings::ww_mutex {
+        self.inner.get()
+    }
+
+    fn class(&self) -> &Class {
+        self.class
+    }
+
+    fn data_ptr(&self) -> *mut T {
+        self.data.get()
+    }
+}
+
+impl<T: ?Sized> Mutex<'_, T> {
+    /// Whether the mutex is locked (by anyone).
+    ///
+    /// Like `dma_resv_is_locked`, this is a snapshot for assertions and
+    /// heuristics, not a synchronisation primitive.
+    pub fn is_locked(&self) -> bool {
+        is_locked(self)
+    }
+
+    /// Locks the mutex without an acquire context, sleeping until it is free.
+    ///
+    /// Without a context there is no deadlock detection, so this must not be
+    /// mixed with other locks of the class held by the same task.
+    pub fn lock(&self) -> MutexGuard<'_, Self> {
+        lock_no_ctx(self)
+    }
+
+    /// Like [`Mutex::lock`] but a signal interrupts the wait with [`EINTR`].
+    pub fn lock_interruptible(&self) -> Result<MutexGuard<'_, Self>> {
+        lock_no_ctx_interruptible(self)
+    }
+
+    /// Locks the mutex if it is free, else returns [`EBUSY`].
+    pub fn try_lock(&self) -> Result<MutexGuard<'_, Self>> {
+        try_lock_no_ctx(self)
+    }
+}
+
+/// A `ww_mutex` embedded in a C object (for example the lock of a
+/// `struct dma_resv`), used through this module's API.
+///
+/// It protects no Rust data: the C object's own rules say what it protects.
+///
+/// # Invariants
+///
+/// `ptr` points to an initialised `ww_mutex` of `class`, valid for `'a`.
+pub struct ForeignMutex<'a> {
+    ptr: NonNull<bindings::ww_mutex>,
+    class: &'a Class,
+}
+
+// SAFETY: The handle only names a kernel mutex, which may be locked and
+// unlocked from any task.
+unsafe impl Send for ForeignMutex<'_> {}
+// SAFETY: As above: sharing the handle only lets other tasks lock the mutex.
+unsafe impl Sync for ForeignMutex<'_> {}
+
+impl<'a> ForeignMutex<'a> {
+    /// Wraps an existing C `ww_mutex`.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` must point to a `ww_mutex` initialised with `class`, valid (not
+    /// freed, not re-initialised) for `'a`.
+    pub unsafe fn from_raw(ptr: *mut bindings::ww_mutex, class: &'a Class) -> Option<Self> {
+        // INVARIANT: guaranteed by the caller.
+        NonNull::new(ptr).map(|ptr| ForeignMutex { ptr, class })
+    }
+
+    /// Whether the mutex is locked (by anyone).
+    pub fn is_locked(&self) -> bool {
+        is_locked(self)
+    }
+
+    /// Locks the mutex without an acquire context.
+    pub fn lock(&self) -> MutexGuard<'_, Self> {
+        lock_no_ctx(self)
+    }
+
+    /// Locks the mutex if it is free, else returns [`EBUSY`].
+    pub fn try_lock(&self) -> Result<MutexGuard<'_, Self>> {
+        try_lock_no_ctx(self)
+    }
+}
+
+impl private::Sealed for ForeignMutex<'_> {}
+
+impl Lockable for ForeignMutex<'_> {
+    type Data = ();
+
+    fn as_raw(&self) -> *mut bindings::ww_mutex {
+        self.ptr.as_ptr()
+    }
+
+    fn class(&self) -> &Class {
+        self.class
+    }
+
+    fn data_ptr(&self) -> *mut () {
+        NonNull::dangling().as_ptr()
+    }
+}
+
+fn is_locked<L: Lockable + ?Sized>(l: &L) -> bool {
+    // SAFETY: `as_raw` is an initialised `ww_mutex` (invariants of the implementors).
+    unsafe { bindings::ww_mutex_is_locked(l.as_raw()) }
+}
+
+fn lock_no_ctx<L: Lockable + ?Sized>(l: &L) -> MutexGuard<'_, L> {
+    // SAFETY: `as_raw` is an initialised `ww_mutex`. Without a context the
+    // call cannot fail.
+    let _ = unsafe { bindings::ww_mutex_lock(l.as_raw(), core::ptr::null_mut()) };
+    // INVARIANT: the lock is now held by this task.
+    MutexGuard {
+        lock: l,
+        _not_send: NotThreadSafe,
+    }
+}
+
+fn lock_no_ctx_interruptible<L: Lockable + ?Sized>(l: &L) -> Result<MutexGuard<'_, L>> {
+    // SAFETY: `as_raw` is an initialised `ww_mutex`.
+    to_result(unsafe { bindings::ww_mutex_lock_interruptible(l.as_raw(), core::ptr::null_mut()) })?;
+    // INVARIANT: the call succeeded, so the lock is held by this task.
+    Ok(MutexGuard {
+        lock: l,
+        _not_send: NotThreadSafe,
+    })
+}
+
+fn try_lock_no_ctx<L: Lockable + ?Sized>(l: &L) -> Result<MutexGuard<'_, L>> {
+    // SAFETY: `as_raw` is an initialised `ww_mutex`.
+    if unsafe { bindings::ww_mutex_trylock(l.as_raw(), core::ptr::null_mut()) } == 0 {
+        return Err(EBUSY);
+    }
+    // INVARIANT: the trylock succeeded, so the lock is held by this task.
+    Ok(MutexGuard {
+        lock: l,
+        _not_send: NotThreadSafe,
+    })
+}
+
+/// A wound/wait mutex locked without an acquire context.
+///
+/// # Invariants
+///
+/// The current task holds `lock`, locked without a context; dropping the
+/// guard unlocks it.
+#[must_use = "the lock is released when the guard is dropped"]
+pub struct MutexGuard<'a, L: Lockable + ?Sized> {
+    lock: &'a L,
+    _not_send: NotThreadSafe,
+}
+
+impl<L: Lockable + ?Sized> core::ops::Deref for MutexGuard<'_, L> {
+    type Target = L::Data;
+
+    fn deref(&self) -> &L::Data {
+        // SAFETY: the lock is held (type invariant), so no one else accesses the data.
+        unsafe { &*self.lock.data_ptr() }
+    }
+}
+
+impl<L: Lockable + ?Sized> core::ops::DerefMut for MutexGuard<'_, L>
+where
+    L::Data: Unpin,
+{
+    fn deref_mut(&mut self) -> &mut L::Data {
+        // SAFETY: the lock is held (type invariant) and `&mut self` is unique.
+        // The data is `Unpin`, so handing out `&mut` cannot unpin it.
+        unsafe { &mut *self.lock.data_ptr() }
+    }
+}
+
+impl<L: Lockable + ?Sized> Drop for MutexGuard<'_, L> {
+    fn drop(&mut self) {
+        // SAFETY: the lock is held by this task (type invariant).
+        unsafe { bindings::ww_mutex_unlock(self.lock.as_raw()) };
+    }
+}

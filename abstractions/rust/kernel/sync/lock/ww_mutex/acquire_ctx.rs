@@ -1,0 +1,355 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Acquire contexts: locking several wound/wait mutexes of one class.
+
+use super::{Class, Lockable};
+use crate::{bindings, error::to_result, prelude::*, types::Opaque};
+use core::{
+    cell::{Cell, UnsafeCell},
+    marker::PhantomData,
+    ptr::NonNull,
+};
+
+/// How a lock call waits.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kind {
+    Normal,
+    Interruptible,
+    Slow,
+    SlowInterruptible,
+    Try,
+}
+
+/// An acquire context (`struct ww_acquire_ctx`): one attempt at locking a set
+/// of mutexes of one [`Class`].
+///
+/// Every mutex locked in it must outlive `'a`, hence the context. The context
+/// tracks what it holds: dropping it unlocks anything still held (the mutexes
+/// of forgotten [`CtxGuard`]s) and then ends it with `ww_acquire_fini`; see
+/// the [module documentation](super) for why this makes forgetting guards safe.
+///
+/// The context belongs to the task that made it (lockdep tracks it as a lock
+/// of that task), so it is neither `Send` nor `Sync`.
+///
+/// # Invariants
+///
+/// - `ctx` is a `ww_acquire_ctx` initialised with `class` by the current task
+///   and not yet finished.
+/// - `held` lists exactly the mutexes locked in `ctx` and not yet unlocked.
+/// - `contended` is the mutex whose lock attempt last returned `EDEADLK`, until
+///   it is locked with one of the `lock_slow` variants.
+///
+/// # Examples
+///
+/// Locking two mutexes by hand, with the back-off the protocol requires:
+///
+/// ```
+/// use kernel::{define_ww_class, prelude::*, sync::lock::ww_mutex::{AcquireCtx, Mutex}};
+///
+/// define_ww_class!(CLASS);
+///
+/// let a = KBox::pin_init(Mutex::new(1u32, &CLASS), GFP_KERNEL)?;
+/// let b = KBox::pin_init(Mutex::new(2u32, &CLASS), GFP_KERNEL)?;
+///
+/// let ctx = AcquireCtx::new(&CLASS)?;
+/// let (ga, gb) = loop {
+///     let ga = match ctx.lock(&*a) {
+///         Ok(g) => g,
+///         // Nothing else is held: wait for `a` and start over.
+///         Err(e) if e == EDEADLK => { drop(ctx.lock_slow(&*a)?); continue; }
+///         Err(e) => return Err(e),
+///     };
+///     match ctx.lock(&*b) {
+///         Ok(gb) => break (ga, gb),
+///         Err(e) if e == EDEADLK => {
+///             drop(ga);
+///             drop(ctx.lock_slow(&*b)?);
+///         }
+///         Err(e) => return Err(e),
+///     }
+/// };
+/// ctx.done()?;
+/// assert_eq!(*ga + *gb, 3);
+/// # Ok::<(), Error>(())
+/// ```
+///
+/// [`LockSet::lock_all`](super::LockSet::lock_all) does the same without the
+/// hand-written loop.
+pub struct AcquireCtx<'a> {
+    ctx: Pin<KBox<Opaque<bindings::ww_acquire_ctx>>>,
+    class: &'a Class,
+    held: UnsafeCell<KVec<NonNull<bindings::ww_mutex>>>,
+    contended: Cell<Option<NonNull<bindings::ww_mutex>>>,
+    done: Cell<bool>,
+    /// Mutexes locked in the context must outlive `'a`. Invariant in `'a`:
+    /// were it covariant, `&AcquireCtx<'long>` could be used as
+    /// `&AcquireCtx<'short>` to lock a mutex that dies before the context,
+    /// and dropping the context would then unlock freed memory.
+    _mutexes: PhantomData<fn(&'a ()) -> &'a ()>,
+}
+
+impl<'a> AcquireCtx<'a> {
+    /// Starts an acquire context of `class`, taking a new stamp from it.
+    pub fn new(class: &'a Class) -> Result<Self> {
+        let ctx = KBox::pin_init(
+            Opaque::ffi_init(|slot: *mut bindings::ww_acquire_ctx| {
+                // SAFETY: `slot` is valid for writes and pinned on the heap;
+                // `class` outlives the context.
+                unsafe { bindings::ww_acquire_init(slot, class.as_raw()) }
+            }),
+            GFP_KERNEL,
+        )?;
+        // INVARIANT: `ctx` was initialised with `class` by this task; nothing is held.
+        Ok(AcquireCtx {
+            ctx,
+            class,
+            held: UnsafeCell::new(KVec::new()),
+            contended: Cell::new(None),
+            done: Cell::new(false),
+            _mutexes: PhantomData,
+        })
+    }
+
+    /// The context's stamp: lower is older. It never changes during the
+    /// context's life, in particular not across a back-off.
+    pub fn stamp(&self) -> usize {
+        // SAFETY: `ctx` is initialised (type invariant); `stamp` is only
+        // written by `ww_acquire_init`.
+        unsafe { (*self.ctx.get()).stamp as usize }
+    }
+
+    /// The class of the context.
+    pub fn class(&self) -> &'a Class {
+        self.class
+    }
+
+    /// How many mutexes the context holds.
+    pub fn held_count(&self) -> usize {
+        // SAFETY: `held` is only accessed by methods of this `!Sync` type,
+        // none of which keeps a reference to it across a call.
+        unsafe { (*self.held.get()).len() }
+    }
+
+    /// Whether the context holds `l`.
+    pub fn holds<L: Lockable + ?Sized>(&self, l: &L) -> bool {
+        let raw = l.as_raw();
+        // SAFETY: as in `held_count`.
+        unsafe { (*self.held.get()).iter().any(|p| p.as_ptr() == raw) }
+    }
+
+    /// Marks the end of the acquire phase (`ww_acquire_done`): no more
+    /// locking in this context. Calling it again returns [`EINVAL`], as do
+    /// lock calls after it.
+    pub fn done(&self) -> Result {
+        if self.done.replace(true) {
+            return Err(EINVAL);
+        }
+        // SAFETY: `ctx` is initialised and `ww_acquire_done` was not called
+        // before (checked above).
+        unsafe { bindings::ww_acquire_done(self.ctx.get()) };
+        Ok(())
+    }
+
+    /// Locks `l` in this context.
+    ///
+    /// Errors: [`EDEADLK`] when this context must back off (drop every guard,
+    /// then [`lock_slow`](Self::lock_slow) this mutex), [`EALREADY`] when the
+    /// context already holds `l`, [`EINVAL`] when `l` is of another class or
+    /// after [`done`](Self::done), [`ENOMEM`] when tracking it fails.
+    pub fn lock<'g, L: Lockable + ?Sized>(&'g self, l: &'a L) -> Result<CtxGuard<'g, 'a, L>> {
+        self.lock_common(l, Kind::Normal)
+    }
+
+    /// Like [`lock`](Self::lock), but a signal interrupts the wait with [`EINTR`].
+    pub fn lock_interruptible<'g, L: Lockable + ?Sized>(&'g self, l: &'a L) -> Result<CtxGuard<'g, 'a, L>> {
+        self.lock_common(l, Kind::Interruptible)
+    }
+
+    /// Sleeps until `l` is free and locks it, after an [`EDEADLK`].
+    ///
+    /// Only valid when the context holds nothing and `l` is the mutex whose
+    /// lock attempt returned [`EDEADLK`]; otherwise [`EINVAL`].
+    pub fn lock_slow<'g, L: Lockable + ?Sized>(&'g self, l: &'a L) -> Result<CtxGuard<'g, 'a, L>> {
+        self.lock_common(l, Kind::Slow)
+    }
+
+    /// Like [`lock_slow`](Self::lock_slow), but a signal interrupts the wait
+    /// with [`EINTR`].
+    pub fn lock_slow_interruptible<'g, L: Lockable + ?Sized>(
+        &'g self,
+        l: &'a L,
+    ) -> Result<CtxGuard<'g, 'a, L>> {
+        self.lock_common(l, Kind::SlowInterruptible)
+    }
+
+    /// Locks `l` if it is free; [`EBUSY`] if not (also when this context
+    /// already holds it).
+    pub fn try_lock<'g, L: Lockable + ?Sized>(&'g self, l: &'a L) -> Result<CtxGuard<'g, 'a, L>> {
+        self.lock_common(l, Kind::Try)
+    }
+
+    fn lock_common<'g, L: Lockable + ?Sized>(&'g self, l: &'a L, kind: Kind) -> Result<CtxGuard<'g, 'a, L>> {
+        if !core::ptr::eq(l.class(), self.class) {
+            return Err(EINVAL);
+        }
+        // SAFETY: `as_raw` is a `ww_mutex` of our class that outlives `'a`.
+        unsafe { self.lock_raw(l.as_raw(), kind)? };
+        // INVARIANT: `l` is locked in this context and recorded in `held`.
+        Ok(CtxGuard { lock: l, ctx: self })
+    }
+
+    /// Locks `raw` in this context and records it in `held`.
+    ///
+    /// # Safety
+    ///
+    /// `raw` must be an initialised `ww_mutex` of this context's class that
+    /// stays valid until this context is dropped.
+    pub(super) unsafe fn lock_raw(&self, raw: *mut bindings::ww_mutex, kind: Kind) -> Result {
+        if self.done.get() {
+            return Err(EINVAL);
+        }
+        // SAFETY: no reference into `held` is alive (see `held_count`).
+        let held = unsafe { &mut *self.held.get() };
+        let raw_nn = NonNull::new(raw).ok_or(EINVAL)?;
+        match kind {
+            // The protocol: after EDEADLK, release everything, then wait for
+            // exactly the contended mutex.
+            Kind::Slow | Kind::SlowInterruptible => {
+                if !held.is_empty() || self.contended.get() != Some(raw_nn) {
+                    return Err(EINVAL);
+                }
+            }
+            // Locking anything else before backing off is a protocol error.
+            _ if self.contended.get().is_some() => return Err(EDEADLK),
+            _ => {}
+        }
+        // Reserve first, so a failed allocation leaves nothing locked.
+        held.reserve(1, GFP_KERNEL)?;
+        let ctx = self.ctx.get();
+        // SAFETY: `raw` is a valid mutex of our class (caller) and `ctx` an
+        // initialised context of that class owned by this task (invariant).
+        let ret = unsafe {
+            match kind {
+                Kind::Normal => bindings::ww_mutex_lock(raw, ctx),
+                Kind::Interruptible => bindings::ww_mutex_lock_interruptible(raw, ctx),
+                Kind::Slow => {
+                    bindings::ww_mutex_lock_slow(raw, ctx);
+                    0
+                }
+                Kind::SlowInterruptible => bindings::ww_mutex_lock_slow_interruptible(raw, ctx),
+                Kind::Try => {
+                    if bindings::ww_mutex_trylock(raw, ctx) != 0 {
+                        0
+                    } else {
+                        -(bindings::EBUSY as i32)
+                    }
+                }
+            }
+        };
+        if let Err(e) = to_result(ret) {
+            if e == EDEADLK {
+                self.contended.set(Some(raw_nn));
+            }
+            return Err(e);
+        }
+        if matches!(kind, Kind::Slow | Kind::SlowInterruptible) {
+            self.contended.set(None);
+        }
+        // Cannot fail: capacity was reserved above.
+        held.push_within_capacity(raw_nn).map_err(|_| ENOMEM)?;
+        Ok(())
+    }
+
+    /// Unlocks `raw` and removes it from `held`.
+    ///
+    /// # Safety
+    ///
+    /// `raw` must be held in this context, and no guard for it may be used
+    /// afterwards.
+    pub(super) unsafe fn unlock_raw(&self, raw: *mut bindings::ww_mutex) {
+        // SAFETY: no reference into `held` is alive (see `held_count`).
+        let held = unsafe { &mut *self.held.get() };
+        // Guards are usually dropped in reverse order: search from the end.
+        if let Some(i) = held.iter().rposition(|p| p.as_ptr() == raw) {
+            let _ = held.remove(i);
+            // SAFETY: `raw` is locked in this context (caller).
+            unsafe { bindings::ww_mutex_unlock(raw) };
+        }
+    }
+
+    /// Unlocks everything the context holds, newest first.
+    ///
+    /// # Safety
+    ///
+    /// No [`CtxGuard`] of this context may be used afterwards.
+    pub(super) unsafe fn unlock_all(&self) {
+        // SAFETY: no reference into `held` is alive (see `held_count`).
+        let held = unsafe { &mut *self.held.get() };
+        while let Some(p) = held.pop() {
+            // SAFETY: every entry of `held` is locked in this context (invariant).
+            unsafe { bindings::ww_mutex_unlock(p.as_ptr()) };
+        }
+    }
+
+    /// The mutex whose lock attempt last returned [`EDEADLK`], if the context
+    /// has not backed off from it yet.
+    pub(super) fn contended(&self) -> Option<NonNull<bindings::ww_mutex>> {
+        self.contended.get()
+    }
+}
+
+impl Drop for AcquireCtx<'_> {
+    fn drop(&mut self) {
+        // Guards borrow the context, so none is alive here; whatever is still
+        // held belongs to forgotten guards. Every such mutex outlives `'a`.
+        // SAFETY: no guard can be used any more.
+        unsafe { self.unlock_all() };
+        // SAFETY: `ctx` is initialised, not finished, and holds no lock.
+        unsafe { bindings::ww_acquire_fini(self.ctx.get()) };
+    }
+}
+
+/// A mutex locked in an [`AcquireCtx`].
+///
+/// # Invariants
+///
+/// `lock` is locked in `ctx` and listed in its `held`.
+#[must_use = "the lock is released when the guard is dropped"]
+pub struct CtxGuard<'g, 'a, L: Lockable + ?Sized> {
+    lock: &'a L,
+    ctx: &'g AcquireCtx<'a>,
+}
+
+impl<L: Lockable + ?Sized> CtxGuard<'_, '_, L> {
+    /// The locked mutex.
+    pub fn lock_ref(&self) -> &L {
+        self.lock
+    }
+}
+
+impl<L: Lockable + ?Sized> core::ops::Deref for CtxGuard<'_, '_, L> {
+    type Target = L::Data;
+
+    fn deref(&self) -> &L::Data {
+        // SAFETY: the lock is held (type invariant), so no one else accesses the data.
+        unsafe { &*self.lock.data_ptr() }
+    }
+}
+
+impl<L: Lockable + ?Sized> core::ops::DerefMut for CtxGuard<'_, '_, L>
+where
+    L::Data: Unpin,
+{
+    fn deref_mut(&mut self) -> &mut L::Data {
+        // SAFETY: the lock is held (type invariant) and `&mut self` is unique;
+        // the data is `Unpin`.
+        unsafe { &mut *self.lock.data_ptr() }
+    }
+}
+
+impl<L: Lockable + ?Sized> Drop for CtxGuard<'_, '_, L> {
+    fn drop(&mut self) {
+        // SAFETY: `lock` is held in `ctx` (type invariant) and the guard is gone after this.
+        unsafe { self.ctx.unlock_raw(self.lock.as_raw()) };
+    }
+}

@@ -86,6 +86,13 @@ enum Command {
         #[command(flatten)]
         boot: BootArgs,
     },
+    /// Format (or with --check, check) the kernel Rust of abstractions/ and
+    /// driver/ with the kernel's rustfmt configuration.
+    Fmt {
+        /// Only report files that are not formatted; exit 1 if any.
+        #[arg(long)]
+        check: bool,
+    },
     /// Remove the cache directory.
     Clean,
 }
@@ -98,6 +105,7 @@ fn main() {
         Command::Qemu { boot, display } => run::qemu(cli.cache_dir, cli.kernel_src, boot, display),
         Command::Test { boot, filter } => run::test(cli.cache_dir, cli.kernel_src, boot, filter),
         Command::Build { boot } => run::build_only(cli.cache_dir, cli.kernel_src, boot).map(|_| 0),
+        Command::Fmt { check } => run::fmt(cli.cache_dir, cli.kernel_src, check),
         Command::Clean => run::clean(cli.cache_dir).map(|_| 0),
     };
     match r {

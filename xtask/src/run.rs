@@ -137,6 +137,39 @@ pub fn build_only(
     Ok(())
 }
 
+/// `cargo xtask fmt`.
+pub fn fmt(cache_dir: Option<PathBuf>, kernel_src: Option<PathBuf>, check: bool) -> Result<i32> {
+    let ctx = setup(cache_dir, kernel_src)?;
+    let mut files = Vec::new();
+    for dir in ["abstractions/rust", "driver"] {
+        collect_rs(&ctx.project.join(dir), &mut files)?;
+    }
+    let mut c = crate::toolchain::Cmd::new("rustfmt")
+        .args(["--edition", "2021", "--config-path"])
+        .arg(ctx.source.dir.join(".rustfmt.toml"));
+    if check {
+        c = c.arg("--check");
+    }
+    let out = ctx.tc.command(&c.args(&files)).status()?;
+    Ok(if out.success() { 0 } else { 1 })
+}
+
+fn collect_rs(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    if !dir.exists() {
+        return Ok(());
+    }
+    for e in std::fs::read_dir(dir)?.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            collect_rs(&p, out)?;
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            out.push(p);
+        }
+    }
+    out.sort();
+    Ok(())
+}
+
 /// `cargo xtask clean`.
 pub fn clean(cache_dir: Option<PathBuf>) -> Result<()> {
     let cache = Cache::locate(cache_dir)?;

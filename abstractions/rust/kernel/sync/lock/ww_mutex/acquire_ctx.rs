@@ -161,7 +161,10 @@ impl<'a> AcquireCtx<'a> {
     }
 
     /// Like [`lock`](Self::lock), but a signal interrupts the wait with [`EINTR`].
-    pub fn lock_interruptible<'g, L: Lockable + ?Sized>(&'g self, l: &'a L) -> Result<CtxGuard<'g, 'a, L>> {
+    pub fn lock_interruptible<'g, L: Lockable + ?Sized>(
+        &'g self,
+        l: &'a L,
+    ) -> Result<CtxGuard<'g, 'a, L>> {
         self.lock_common(l, Kind::Interruptible)
     }
 
@@ -188,7 +191,11 @@ impl<'a> AcquireCtx<'a> {
         self.lock_common(l, Kind::Try)
     }
 
-    fn lock_common<'g, L: Lockable + ?Sized>(&'g self, l: &'a L, kind: Kind) -> Result<CtxGuard<'g, 'a, L>> {
+    fn lock_common<'g, L: Lockable + ?Sized>(
+        &'g self,
+        l: &'a L,
+        kind: Kind,
+    ) -> Result<CtxGuard<'g, 'a, L>> {
         if !core::ptr::eq(l.class(), self.class) {
             return Err(EINVAL);
         }

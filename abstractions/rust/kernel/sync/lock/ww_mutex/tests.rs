@@ -14,7 +14,7 @@ mod suite {
         prelude::*,
         sync::{
             atomic::{Atomic, Full, Relaxed},
-            lock::ww_mutex::{AcquireCtx, Class, DynamicClass, Lockable, LockSet, Mutex},
+            lock::ww_mutex::{AcquireCtx, Class, DynamicClass, LockSet, Lockable, Mutex},
             Arc, Completion,
         },
         time::{delay::fsleep, Delta, Instant, Monotonic},
@@ -106,12 +106,20 @@ mod suite {
                     let got = Arc::new(Atomic::<i32>::new(0), GFP_KERNEL)?;
                     // Context-free locking must not be mixed with a live
                     // context of the same class (lockdep reports it).
-                    let ctx = if test_ctx { Some(AcquireCtx::new(class)?) } else { None };
+                    let ctx = if test_ctx {
+                        Some(AcquireCtx::new(class)?)
+                    } else {
+                        None
+                    };
                     let held = match &ctx {
                         Some(c) => Some(c.lock(&*locks[0])?),
                         None => None,
                     };
-                    let plain = if test_ctx { None } else { Some(locks[0].lock()) };
+                    let plain = if test_ctx {
+                        None
+                    } else {
+                        Some(locks[0].lock())
+                    };
                     let (l, g) = (locks.clone(), got.clone());
                     let done = spawn(move || {
                         let m = &*l[0];
@@ -349,7 +357,12 @@ mod suite {
         let failures = Arc::new(Atomic::<i32>::new(0), GFP_KERNEL)?;
         let mut done = KVec::new();
         for w in 0..workers {
-            let (l, u, b, f) = (locks.clone(), updates.clone(), backoffs.clone(), failures.clone());
+            let (l, u, b, f) = (
+                locks.clone(),
+                updates.clone(),
+                backoffs.clone(),
+                failures.clone(),
+            );
             done.push(
                 spawn(move || {
                     let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (w as u64 + 1));

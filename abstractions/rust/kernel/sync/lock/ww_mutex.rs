@@ -27,6 +27,26 @@
 //!   stays valid (the mutexes stay locked, which is safe, like forgetting any
 //!   guard).
 //!
+//! # Misuse that C catches at run time
+//!
+//! `lib/locking-selftest.c` has ww cases where lockdep or the ww debug code
+//! must fire. With this API they are either impossible or refused before C
+//! is called:
+//!
+//! - unlocking twice, `ww_acquire_fini` twice, locking after fini, fini with
+//!   locks still held: impossible. Unlocking happens only when a guard is
+//!   dropped (once), fini only when the context is dropped, after unlocking
+//!   what it still holds.
+//! - `ww_acquire_done` twice, locking after done, a mutex of another class,
+//!   `lock_slow` of a mutex other than the contended one or with locks held:
+//!   refused with [`EINVAL`].
+//! - locking something else after [`EDEADLK`] without backing off: refused
+//!   with [`EDEADLK`].
+//!
+//! One case stays a run-time check: taking a mutex without a context while
+//! the same task has an acquire context of that class open. The types cannot
+//! see it; lockdep reports it as recursive locking.
+//!
 //! C reference: [`include/linux/ww_mutex.h`](srctree/include/linux/ww_mutex.h)
 //! and `Documentation/locking/ww-mutex-design.rst`.
 

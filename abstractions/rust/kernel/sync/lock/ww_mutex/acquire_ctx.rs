@@ -226,9 +226,13 @@ impl<'a> AcquireCtx<'a> {
                     return Err(EINVAL);
                 }
             }
-            // Locking anything else before backing off is a protocol error.
-            _ if self.contended.get().is_some() => return Err(EDEADLK),
-            _ => {}
+            // With nothing held, the contended mutex may also be taken with a
+            // normal lock (the slow variant is optional in C too). Anything
+            // else before backing off is a protocol error.
+            _ => match self.contended.get() {
+                Some(c) if !held.is_empty() || c != raw_nn => return Err(EDEADLK),
+                _ => {}
+            },
         }
         // Reserve first, so a failed allocation leaves nothing locked.
         held.reserve(1, GFP_KERNEL)?;
@@ -259,7 +263,7 @@ impl<'a> AcquireCtx<'a> {
             }
             return Err(e);
         }
-        if matches!(kind, Kind::Slow | Kind::SlowInterruptible) {
+        if self.contended.get() == Some(raw_nn) {
             self.contended.set(None);
         }
         // Cannot fail: capacity was reserved above.

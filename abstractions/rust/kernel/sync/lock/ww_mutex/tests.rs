@@ -13,7 +13,7 @@ mod suite {
         define_wd_class, define_ww_class,
         prelude::*,
         sync::{
-            atomic::{Atomic, Full, Relaxed},
+            atomic::{Acquire, Atomic, Full, Relaxed, Release},
             lock::ww_mutex::{AcquireCtx, Class, DynamicClass, LockSet, Lockable, Mutex},
             Arc, Completion,
         },
@@ -506,6 +506,130 @@ mod suite {
         let r: Result = LockSet::lock_all(&WW, |set| set.lock(&*a), |_| Err(ENOSPC));
         assert_eq!(r.err(), Some(ENOSPC));
         assert!(!a.is_locked());
+        Ok(())
+    }
+
+    /// locking-selftest ww "S" cases: normal acquire, done and fini.
+    #[test]
+    fn selftest_normal_acquire() -> Result {
+        for class in CLASSES {
+            let a = new_lock(class, 0)?;
+            let b = new_lock(class, 0)?;
+            let ctx = AcquireCtx::new(class)?;
+            let ga = ctx.lock(&*a)?;
+            let gb = ctx.try_lock(&*b)?;
+            ctx.done()?;
+            assert_eq!(ctx.held_count(), 2);
+            drop((gb, ga));
+            assert_eq!(ctx.held_count(), 0);
+        }
+        Ok(())
+    }
+
+    /// locking-selftest ww_test_edeadlk_normal(_slow), with the older context
+    /// in a worker (two contexts of one class in one task would be recursive
+    /// locking for lockdep): with a wait-die class, the younger context that
+    /// wants a mutex the older one holds is told to back off at once, then
+    /// takes it once it is released, with or without the slow path.
+    #[test]
+    fn selftest_edeadlk_back_off() -> Result {
+        for slow in [false, true] {
+            let locks = new_locks(&WD, 2)?;
+            let state = Arc::new(Atomic::<i32>::new(0), GFP_KERNEL)?;
+            let (l, st) = (locks.clone(), state.clone());
+            let done = spawn(move || {
+                let Ok(old) = AcquireCtx::new(&WD) else {
+                    st.store(-1, Release);
+                    return;
+                };
+                let Ok(g) = old.lock(&*l[1]) else {
+                    st.store(-1, Release);
+                    return;
+                };
+                // 1: holding B. Wait for 2: release it.
+                st.store(1, Release);
+                while st.load(Acquire) != 2 {
+                    fsleep(Delta::from_millis(1));
+                }
+                drop(g);
+            })?;
+            while state.load(Acquire) == 0 {
+                fsleep(Delta::from_millis(1));
+            }
+            assert_eq!(state.load(Relaxed), 1);
+            let (a, b) = (&*locks[0], &*locks[1]);
+            let young = AcquireCtx::new(&WD)?;
+            let stamp = young.stamp();
+            let ga = young.lock(a)?;
+            assert_eq!(young.lock(b).err(), Some(EDEADLK));
+            // Nothing else may be locked before backing off.
+            assert_eq!(young.lock(a).err(), Some(EDEADLK));
+            drop(ga);
+            state.store(2, Release);
+            let gb = if slow {
+                young.lock_slow(b)?
+            } else {
+                young.lock(b)?
+            };
+            let ga = young.lock(a)?;
+            assert_eq!(young.stamp(), stamp);
+            drop((ga, gb));
+            done.wait_for_completion();
+        }
+        Ok(())
+    }
+
+    /// locking-selftest spin nesting: a spinlock taken inside a ww mutex.
+    #[test]
+    fn spinlock_inside_ww_mutex() -> Result {
+        let spin = KBox::pin_init(crate::new_spinlock!(0u32), GFP_KERNEL)?;
+        for class in CLASSES {
+            let m = new_lock(class, 0)?;
+            let ctx = AcquireCtx::new(class)?;
+            let mut g = ctx.lock(&*m)?;
+            *spin.lock() += 1;
+            *g += 1;
+        }
+        assert_eq!(*spin.lock(), 2);
+        Ok(())
+    }
+
+    /// An existing C ww_mutex (a `dma_resv`'s lock) used with the C class
+    /// `reservation_ww_class`.
+    #[cfg(CONFIG_DMA_SHARED_BUFFER)]
+    #[test]
+    fn dma_resv_lock() -> Result {
+        use crate::{bindings, sync::lock::ww_mutex::ForeignMutex, types::Opaque};
+
+        let resv = KBox::pin_init(
+            Opaque::ffi_init(|slot: *mut bindings::dma_resv| {
+                // SAFETY: `slot` is valid for writes and pinned.
+                unsafe { bindings::dma_resv_init(slot) }
+            }),
+            GFP_KERNEL,
+        )?;
+        let class = Class::reservation();
+        // SAFETY: `dma_resv_init` initialised `lock` with `reservation_ww_class`;
+        // `resv` outlives `lock` (declared after it, dropped before it).
+        let lock =
+            unsafe { ForeignMutex::from_raw(&raw mut (*resv.get()).lock, class) }.ok_or(EINVAL)?;
+        let other = KBox::pin_init(Mutex::new(7u32, class), GFP_KERNEL)?;
+        let v = LockSet::lock_all(
+            class,
+            |set| {
+                set.lock(&lock)?;
+                set.lock(&*other)
+            },
+            |set| {
+                assert!(lock.is_locked());
+                set.with_locked(&*other, |x| *x)
+            },
+        )?;
+        assert_eq!(v, 7);
+        assert!(!lock.is_locked());
+        drop(lock);
+        // SAFETY: `resv` was initialised and is no longer locked or used.
+        unsafe { bindings::dma_resv_fini(resv.get()) };
         Ok(())
     }
 

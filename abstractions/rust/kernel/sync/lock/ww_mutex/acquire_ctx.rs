@@ -115,7 +115,7 @@ impl<'a> AcquireCtx<'a> {
     pub fn stamp(&self) -> usize {
         // SAFETY: `ctx` is initialised (type invariant); `stamp` is only
         // written by `ww_acquire_init`.
-        unsafe { (*self.ctx.get()).stamp as usize }
+        unsafe { (*self.ctx.get()).stamp }
     }
 
     /// The class of the context.

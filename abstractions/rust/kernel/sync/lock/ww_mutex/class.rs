@@ -52,8 +52,8 @@ impl Class {
         // SAFETY: `struct ww_class` is plain data; all-zeroes is a valid
         // initial state for its atomic stamp and its static lockdep keys.
         let mut class: bindings::ww_class = unsafe { core::mem::zeroed() };
-        class.acquire_name = acquire_name.as_ptr().cast();
-        class.mutex_name = mutex_name.as_ptr().cast();
+        class.acquire_name = crate::str::as_char_ptr_in_const_context(acquire_name);
+        class.mutex_name = crate::str::as_char_ptr_in_const_context(mutex_name);
         class.is_wait_die = wait_die as u32;
         // INVARIANT: the caller keeps the value in static storage.
         Class {
@@ -133,15 +133,7 @@ impl Class {
 #[macro_export]
 macro_rules! define_ww_class {
     ($vis:vis $name:ident) => {
-        $vis static $name: $crate::sync::lock::ww_mutex::Class =
-            // SAFETY: the class is stored in a `static` item.
-            unsafe {
-                $crate::sync::lock::ww_mutex::Class::new_static(
-                    $crate::c_str!(::core::concat!(::core::stringify!($name), "_acquire")),
-                    $crate::c_str!(::core::concat!(::core::stringify!($name), "_mutex")),
-                    false,
-                )
-            };
+        $crate::__define_class!($vis $name, false);
     };
 }
 
@@ -161,13 +153,23 @@ macro_rules! define_ww_class {
 #[macro_export]
 macro_rules! define_wd_class {
     ($vis:vis $name:ident) => {
+        $crate::__define_class!($vis $name, true);
+    };
+}
+
+/// Implementation of [`define_ww_class!`](crate::define_ww_class) and
+/// [`define_wd_class!`](crate::define_wd_class).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __define_class {
+    ($vis:vis $name:ident, $wait_die:literal) => {
         $vis static $name: $crate::sync::lock::ww_mutex::Class =
             // SAFETY: the class is stored in a `static` item.
             unsafe {
                 $crate::sync::lock::ww_mutex::Class::new_static(
                     $crate::c_str!(::core::concat!(::core::stringify!($name), "_acquire")),
                     $crate::c_str!(::core::concat!(::core::stringify!($name), "_mutex")),
-                    true,
+                    $wait_die,
                 )
             };
     };
@@ -212,9 +214,9 @@ impl DynamicClass {
                 unsafe {
                     bindings::lockdep_register_key(&raw mut (*slot).acquire_key);
                     bindings::lockdep_register_key(&raw mut (*slot).mutex_key);
-                    (*slot).acquire_name = name.as_ptr().cast();
-                    (*slot).mutex_name = name.as_ptr().cast();
-                    (*slot).is_wait_die = wait_die as u32;
+                    (*slot).acquire_name = name.as_char_ptr();
+                    (*slot).mutex_name = name.as_char_ptr();
+                    (*slot).is_wait_die = u32::from(wait_die);
                 }
             }),
         })

@@ -29,7 +29,7 @@ mod suite {
     type Lock = Pin<KBox<Mutex<'static, i64>>>;
 
     fn new_lock(class: &'static Class, v: i64) -> Result<Lock> {
-        Ok(KBox::pin_init(Mutex::new(v, class), GFP_KERNEL)?)
+        KBox::pin_init(Mutex::new(v, class), GFP_KERNEL)
     }
 
     fn new_locks(class: &'static Class, n: usize) -> Result<Arc<KVec<Lock>>> {
@@ -399,12 +399,12 @@ mod suite {
                                 let n = set.held_count() as i64;
                                 let mut seen: i64 = 0;
                                 for (i, m) in l.iter().enumerate() {
-                                    if order.iter().any(|&o| o == i) {
+                                    if order.contains(&i) {
                                         set.with_locked(&**m, |x| *x += 1)?;
                                         seen += 1;
                                     }
                                 }
-                                b.fetch_add(set.backoffs() as i64, Full);
+                                b.fetch_add(i64::from(set.backoffs()), Full);
                                 Ok((n, seen))
                             },
                         );
@@ -627,7 +627,6 @@ mod suite {
         )?;
         assert_eq!(v, 7);
         assert!(!lock.is_locked());
-        drop(lock);
         // SAFETY: `resv` was initialised and is no longer locked or used.
         unsafe { bindings::dma_resv_fini(resv.get()) };
         Ok(())

@@ -81,6 +81,12 @@ enum Command {
         #[arg(long)]
         filter: Option<String>,
     },
+    /// Run the benchmarks in the guest (Rust API against the same C loops,
+    /// same boot) and print ns per operation with the Rust/C ratio.
+    Bench {
+        #[command(flatten)]
+        boot: BootArgs,
+    },
     /// Build the kernels and guest programs without booting.
     Build {
         #[command(flatten)]
@@ -104,6 +110,7 @@ fn main() {
         Command::Setup => run::setup(cli.cache_dir, cli.kernel_src).map(|_| 0),
         Command::Qemu { boot, display } => run::qemu(cli.cache_dir, cli.kernel_src, boot, display),
         Command::Test { boot, filter } => run::test(cli.cache_dir, cli.kernel_src, boot, filter),
+        Command::Bench { boot } => run::bench(cli.cache_dir, cli.kernel_src, boot),
         Command::Build { boot } => run::build_only(cli.cache_dir, cli.kernel_src, boot).map(|_| 0),
         Command::Fmt { check } => run::fmt(cli.cache_dir, cli.kernel_src, check),
         Command::Clean => run::clean(cli.cache_dir).map(|_| 0),

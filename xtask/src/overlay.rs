@@ -3,7 +3,9 @@
 //! The build tree is a hard-link farm of the pristine source (`cp -al`), made
 //! once per source. The overlay is then reconciled into it:
 //!
-//! - `abstractions/rust/**` is copied to `rust/**`;
+//! - every file under `abstractions/` but `abstractions/patches/` is copied
+//!   to the same path in the tree (`abstractions/rust/kernel/x.rs` becomes
+//!   `rust/kernel/x.rs`);
 //! - `driver/**` is copied to `drivers/gpu/drm/virtio_rs/**`;
 //! - the patches listed in `abstractions/patches/series` are applied, in
 //!   order, with GNU `patch` and no fuzz.
@@ -32,7 +34,8 @@ const MANIFEST: &str = ".virtgpu-overlay-manifest";
 /// The desired content of every path the overlay touches.
 pub type Files = BTreeMap<PathBuf, Vec<u8>>;
 
-/// Collects files below `dir` (relative paths), skipping hidden files.
+/// Collects files below `dir` (relative paths), skipping hidden files and
+/// the top-level `patches` directory.
 fn walk(dir: &Path, rel: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     if !dir.exists() {
         return Ok(());
@@ -41,7 +44,9 @@ fn walk(dir: &Path, rel: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     entries.sort_by_key(|e| e.file_name());
     for e in entries {
         let name = e.file_name();
-        if name.to_string_lossy().starts_with('.') {
+        if name.to_string_lossy().starts_with('.')
+            || (rel.as_os_str().is_empty() && name == "patches")
+        {
             continue;
         }
         let p = e.path();
@@ -102,11 +107,7 @@ pub fn compute(
 ) -> Result<Files> {
     let mut files = Files::new();
     let mut copied = Vec::new();
-    walk(
-        &project.join("abstractions/rust"),
-        Path::new("rust"),
-        &mut copied,
-    )?;
+    walk(&project.join("abstractions"), Path::new(""), &mut copied)?;
     for rel in copied {
         let src = project.join("abstractions").join(&rel);
         files.insert(

@@ -330,6 +330,108 @@ pub fn qemu(
     })
 }
 
+/// One benchmark result: ns per operation for Rust and C.
+#[derive(Debug, PartialEq)]
+pub struct BenchLine {
+    pub case: String,
+    pub rust_ns: f64,
+    pub c_ns: f64,
+}
+
+/// Reads `ww_bench: <case> rust_ns=<n> c_ns=<n>` lines from a serial log.
+pub fn parse_bench(log: &str) -> Vec<BenchLine> {
+    let mut out = Vec::new();
+    for line in log.lines() {
+        let l = crate::ktap::strip_timestamp(line);
+        let Some(rest) = l.split("ww_bench: ").nth(1) else {
+            continue;
+        };
+        let mut words = rest.split_whitespace();
+        let Some(case) = words.next() else { continue };
+        let mut rust = None;
+        let mut c = None;
+        for w in words {
+            if let Some(v) = w.strip_prefix("rust_ns=") {
+                rust = v.parse().ok();
+            } else if let Some(v) = w.strip_prefix("c_ns=") {
+                c = v.parse().ok();
+            }
+        }
+        if let (Some(rust_ns), Some(c_ns)) = (rust, c) {
+            out.push(BenchLine {
+                case: case.to_string(),
+                rust_ns,
+                c_ns,
+            });
+        }
+    }
+    out
+}
+
+/// `cargo xtask bench`.
+pub fn bench(
+    cache_dir: Option<PathBuf>,
+    kernel_src: Option<PathBuf>,
+    boot_args: BootArgs,
+) -> Result<i32> {
+    let arches = machine::arches(boot_args.arch.as_deref().unwrap_or("x86_64"))?;
+    let ctx = prepare(cache_dir, kernel_src, &boot_args)?;
+    let mut failed = false;
+    let mut records = Vec::new();
+    for arch in &arches {
+        let b = build_arch(&ctx, arch)?;
+        let append = format!(
+            "kunit.enable=0 vrs.modules=rust_ww_mutex_bench {}",
+            boot_args.append
+        );
+        let out = boot(&ctx, &b, &append, boot_args.timeout, false, false)?;
+        let splats = splat::detect(&out.log);
+        for s in &splats {
+            println!(
+                "{arch}: splat ({}) at line {}:\n{}",
+                s.kind,
+                s.line,
+                qemu::indent(&s.text)
+            );
+        }
+        if let Some(e) = &out.error {
+            println!("{arch}: {e}");
+        }
+        let lines = parse_bench(&out.log);
+        let finished = out.log.contains("ww_bench: done");
+        if !finished || lines.is_empty() || !splats.is_empty() || out.error.is_some() {
+            println!(
+                "{arch}: the benchmark did not complete cleanly; serial log {}",
+                out.log_path.display()
+            );
+            failed = true;
+        }
+        println!("\n{arch} (TCG, debug config: PROVE_LOCKING, DEBUG_WW_MUTEX_SLOWPATH)");
+        println!(
+            "{:<26} {:>12} {:>12} {:>8}",
+            "case", "rust ns/op", "c ns/op", "ratio"
+        );
+        for l in &lines {
+            let ratio = if l.c_ns > 0.0 {
+                l.rust_ns / l.c_ns
+            } else {
+                f64::NAN
+            };
+            println!(
+                "{:<26} {:>12.0} {:>12.0} {:>8.3}",
+                l.case, l.rust_ns, l.c_ns, ratio
+            );
+            records.push(serde_json::json!({
+                "arch": arch, "case": l.case, "rust_ns": l.rust_ns, "c_ns": l.c_ns, "ratio": ratio,
+            }));
+        }
+    }
+    let json = ctx.cache.dir.join("run/bench.json");
+    std::fs::write(&json, serde_json::to_string_pretty(&records)?)?;
+    println!("\nresults: {}", json.display());
+    Ok(if failed { 1 } else { 0 })
+}
+
 /// One row of the results table.
 struct Row {
     arch: String,
@@ -542,6 +644,24 @@ pub fn test(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bench_lines_are_parsed() {
+        let log = "[ 3.1] rust_ww_mutex_bench: ww_bench: lock_unlock rust_ns=812 c_ns=790\n\
+                   [ 3.2] ww_bench: lock_all_16 rust_ns=9000 c_ns=8800\n\
+                   [ 3.3] ww_bench: broken rust_ns=x\n";
+        let v = parse_bench(log);
+        assert_eq!(v.len(), 2);
+        assert_eq!(
+            v[0],
+            BenchLine {
+                case: "lock_unlock".into(),
+                rust_ns: 812.0,
+                c_ns: 790.0
+            }
+        );
+        assert_eq!(v[1].case, "lock_all_16");
+    }
 
     #[test]
     fn expected_suites_respect_arch_prefix() {

@@ -234,8 +234,11 @@ impl<'a> AcquireCtx<'a> {
                 _ => {}
             },
         }
-        // Reserve first, so a failed allocation leaves nothing locked.
-        held.reserve(1, GFP_KERNEL)?;
+        // Reserve first, so a failed allocation leaves nothing locked. Grow
+        // by at least eight entries to keep reallocations rare.
+        if held.len() == held.capacity() {
+            held.reserve(held.len().max(8), GFP_KERNEL)?;
+        }
         let ctx = self.ctx.get();
         // SAFETY: `raw` is a valid mutex of our class (caller) and `ctx` an
         // initialised context of that class owned by this task (invariant).

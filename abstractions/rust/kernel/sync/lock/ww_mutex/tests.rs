@@ -566,14 +566,27 @@ mod suite {
             assert_eq!(young.lock(a).err(), Some(EDEADLK));
             drop(ga);
             state.store(2, Release);
-            let gb = if slow {
-                young.lock_slow(b)?
-            } else {
-                young.lock(b)?
+            // Take the contended mutex first, then the other; with
+            // DEBUG_WW_MUTEX_SLOWPATH any lock taken while holding another can
+            // be told to back off again, so this is the protocol's loop.
+            let mut order = (b, a);
+            let (g1, g2) = loop {
+                let g1 = if slow {
+                    young.lock_slow(order.0)?
+                } else {
+                    young.lock(order.0)?
+                };
+                match young.lock(order.1) {
+                    Ok(g2) => break (g1, g2),
+                    Err(e) if e == EDEADLK => {
+                        drop(g1);
+                        order = (order.1, order.0);
+                    }
+                    Err(e) => return Err(e),
+                }
             };
-            let ga = young.lock(a)?;
             assert_eq!(young.stamp(), stamp);
-            drop((ga, gb));
+            drop((g1, g2));
             done.wait_for_completion();
         }
         Ok(())

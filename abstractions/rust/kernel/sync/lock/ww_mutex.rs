@@ -18,14 +18,17 @@
 //! [`core::mem::forget`]) and its context then freed, the mutex would point
 //! to freed memory. This module rules that out:
 //!
-//! - an [`AcquireCtx<'a>`] lives on the heap and records every mutex it locks;
-//!   a mutex can only be locked in it if it outlives `'a`, i.e. the context;
-//! - dropping the context unlocks whatever it still holds (the mutexes of
-//!   forgotten guards) before `ww_acquire_fini`, so no mutex keeps a pointer
-//!   to it;
-//! - forgetting the context itself leaks its heap allocation, so the pointer
-//!   stays valid (the mutexes stay locked, which is safe, like forgetting any
-//!   guard).
+//! - an [`AcquireCtx`] lives on the heap, and guards borrow it, so it
+//!   cannot be dropped while a guard exists;
+//! - when it is dropped, C's own count of the locks it holds
+//!   (`ctx->acquired`) tells whether a guard was forgotten: if none was, it
+//!   ends with `ww_acquire_fini` and is freed; if one was, it is leaked (with
+//!   a warning), so the locked mutex keeps pointing to valid memory, and the
+//!   mutex stays locked, as after forgetting any guard;
+//! - forgetting the context itself leaks its allocation the same way;
+//! - a [`LockSet`] owns its locks and releases them before its context ends.
+//!
+//! This costs nothing per lock: no list of held locks is kept for guards.
 //!
 //! # Misuse that C catches at run time
 //!

@@ -4,11 +4,7 @@
 
 use super::{Class, Lockable};
 use crate::{bindings, error::to_result, prelude::*, types::Opaque};
-use core::{
-    cell::{Cell, UnsafeCell},
-    marker::PhantomData,
-    ptr::NonNull,
-};
+use core::{cell::Cell, marker::PhantomData, mem::ManuallyDrop, ptr::NonNull};
 
 /// How a lock call waits.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -24,9 +20,10 @@ pub(super) enum Kind {
 /// of mutexes of one [`Class`].
 ///
 /// Every mutex locked in it must outlive `'a`, hence the context. The context
-/// tracks what it holds: dropping it unlocks anything still held (the mutexes
-/// of forgotten [`CtxGuard`]s) and then ends it with `ww_acquire_fini`; see
-/// the [module documentation](super) for why this makes forgetting guards safe.
+/// lives on the heap; dropping it ends it with `ww_acquire_fini` when it
+/// holds nothing, and otherwise (a [`CtxGuard`] was forgotten) leaks it, so
+/// the mutexes that point to it never point to freed memory; see the
+/// [module documentation](super).
 ///
 /// The context belongs to the task that made it (lockdep tracks it as a lock
 /// of that task), so it is neither `Send` nor `Sync`.
@@ -34,8 +31,8 @@ pub(super) enum Kind {
 /// # Invariants
 ///
 /// - `ctx` is a `ww_acquire_ctx` initialised with `class` by the current task
-///   and not yet finished.
-/// - `held` lists exactly the mutexes locked in `ctx` and not yet unlocked.
+///   and not yet finished; it is only freed after `ww_acquire_fini`, when no
+///   mutex holds a pointer to it.
 /// - `contended` is the mutex whose lock attempt last returned `EDEADLK`, until
 ///   it is locked with one of the `lock_slow` variants.
 ///
@@ -76,9 +73,8 @@ pub(super) enum Kind {
 /// [`LockSet::lock_all`](super::LockSet::lock_all) does the same without the
 /// hand-written loop.
 pub struct AcquireCtx<'a> {
-    ctx: Pin<KBox<Opaque<bindings::ww_acquire_ctx>>>,
+    ctx: ManuallyDrop<Pin<KBox<Opaque<bindings::ww_acquire_ctx>>>>,
     class: &'a Class,
-    held: UnsafeCell<KVec<NonNull<bindings::ww_mutex>>>,
     contended: Cell<Option<NonNull<bindings::ww_mutex>>>,
     done: Cell<bool>,
     /// Mutexes locked in the context must outlive `'a`. Invariant in `'a`:
@@ -99,11 +95,10 @@ impl<'a> AcquireCtx<'a> {
             }),
             GFP_KERNEL,
         )?;
-        // INVARIANT: `ctx` was initialised with `class` by this task; nothing is held.
+        // INVARIANT: `ctx` was initialised with `class` by this task.
         Ok(AcquireCtx {
-            ctx,
+            ctx: ManuallyDrop::new(ctx),
             class,
-            held: UnsafeCell::new(KVec::new()),
             contended: Cell::new(None),
             done: Cell::new(false),
             _mutexes: PhantomData,
@@ -123,18 +118,26 @@ impl<'a> AcquireCtx<'a> {
         self.class
     }
 
-    /// How many mutexes the context holds.
-    pub fn held_count(&self) -> usize {
-        // SAFETY: `held` is only accessed by methods of this `!Sync` type,
-        // none of which keeps a reference to it across a call.
-        unsafe { (*self.held.get()).len() }
+    /// The raw context, for FFI.
+    pub fn as_raw(&self) -> *mut bindings::ww_acquire_ctx {
+        self.ctx.get()
     }
 
-    /// Whether the context holds `l`.
+    /// How many mutexes the context holds (C's `ctx->acquired`).
+    pub fn held_count(&self) -> usize {
+        // SAFETY: `ctx` is initialised (type invariant); `acquired` is only
+        // changed by lock and unlock calls of this task, which owns the context.
+        unsafe { (*self.ctx.get()).acquired as usize }
+    }
+
+    /// Whether the context holds `l` (C's `lock->ctx == ctx`).
     pub fn holds<L: Lockable + ?Sized>(&self, l: &L) -> bool {
-        let raw = l.as_raw();
-        // SAFETY: as in `held_count`.
-        unsafe { (*self.held.get()).iter().any(|p| p.as_ptr() == raw) }
+        // SAFETY: `as_raw` is an initialised `ww_mutex`. Its `ctx` can change
+        // under us only between other values; it equals our context exactly
+        // while we hold it, which only this task can change. A volatile read
+        // is C's READ_ONCE.
+        let owner = unsafe { core::ptr::read_volatile(&raw const (*l.as_raw()).ctx) };
+        owner == self.ctx.get()
     }
 
     /// Marks the end of the acquire phase (`ww_acquire_done`): no more
@@ -201,43 +204,38 @@ impl<'a> AcquireCtx<'a> {
         }
         // SAFETY: `as_raw` is a `ww_mutex` of our class that outlives `'a`.
         unsafe { self.lock_raw(l.as_raw(), kind)? };
-        // INVARIANT: `l` is locked in this context and recorded in `held`.
-        Ok(CtxGuard { lock: l, ctx: self })
+        // INVARIANT: `l` is locked in this context.
+        Ok(CtxGuard {
+            lock: l,
+            _ctx: PhantomData,
+        })
     }
 
-    /// Locks `raw` in this context and records it in `held`.
+    /// Locks `raw` in this context.
     ///
     /// # Safety
     ///
     /// `raw` must be an initialised `ww_mutex` of this context's class that
-    /// stays valid until this context is dropped.
+    /// stays valid while it is locked.
     pub(super) unsafe fn lock_raw(&self, raw: *mut bindings::ww_mutex, kind: Kind) -> Result {
         if self.done.get() {
             return Err(EINVAL);
         }
-        // SAFETY: no reference into `held` is alive (see `held_count`).
-        let held = unsafe { &mut *self.held.get() };
         let raw_nn = NonNull::new(raw).ok_or(EINVAL)?;
-        match kind {
+        let holding = self.held_count() != 0;
+        match (kind, self.contended.get()) {
             // The protocol: after EDEADLK, release everything, then wait for
             // exactly the contended mutex.
-            Kind::Slow | Kind::SlowInterruptible => {
-                if !held.is_empty() || self.contended.get() != Some(raw_nn) {
+            (Kind::Slow | Kind::SlowInterruptible, c) => {
+                if holding || c != Some(raw_nn) {
                     return Err(EINVAL);
                 }
             }
             // With nothing held, the contended mutex may also be taken with a
             // normal lock (the slow variant is optional in C too). Anything
             // else before backing off is a protocol error.
-            _ => match self.contended.get() {
-                Some(c) if !held.is_empty() || c != raw_nn => return Err(EDEADLK),
-                _ => {}
-            },
-        }
-        // Reserve first, so a failed allocation leaves nothing locked. Grow
-        // by at least eight entries to keep reallocations rare.
-        if held.len() == held.capacity() {
-            held.reserve(held.len().max(8), GFP_KERNEL)?;
+            (_, Some(c)) if holding || c != raw_nn => return Err(EDEADLK),
+            _ => {}
         }
         let ctx = self.ctx.get();
         // SAFETY: `raw` is a valid mutex of our class (caller) and `ctx` an
@@ -269,40 +267,7 @@ impl<'a> AcquireCtx<'a> {
         if self.contended.get() == Some(raw_nn) {
             self.contended.set(None);
         }
-        // Cannot fail: capacity was reserved above.
-        held.push_within_capacity(raw_nn).map_err(|_| ENOMEM)?;
         Ok(())
-    }
-
-    /// Unlocks `raw` and removes it from `held`.
-    ///
-    /// # Safety
-    ///
-    /// `raw` must be held in this context, and no guard for it may be used
-    /// afterwards.
-    pub(super) unsafe fn unlock_raw(&self, raw: *mut bindings::ww_mutex) {
-        // SAFETY: no reference into `held` is alive (see `held_count`).
-        let held = unsafe { &mut *self.held.get() };
-        // Guards are usually dropped in reverse order: search from the end.
-        if let Some(i) = held.iter().rposition(|p| p.as_ptr() == raw) {
-            let _ = held.remove(i);
-            // SAFETY: `raw` is locked in this context (caller).
-            unsafe { bindings::ww_mutex_unlock(raw) };
-        }
-    }
-
-    /// Unlocks everything the context holds, newest first.
-    ///
-    /// # Safety
-    ///
-    /// No [`CtxGuard`] of this context may be used afterwards.
-    pub(super) unsafe fn unlock_all(&self) {
-        // SAFETY: no reference into `held` is alive (see `held_count`).
-        let held = unsafe { &mut *self.held.get() };
-        while let Some(p) = held.pop() {
-            // SAFETY: every entry of `held` is locked in this context (invariant).
-            unsafe { bindings::ww_mutex_unlock(p.as_ptr()) };
-        }
     }
 
     /// The mutex whose lock attempt last returned [`EDEADLK`], if the context
@@ -314,12 +279,21 @@ impl<'a> AcquireCtx<'a> {
 
 impl Drop for AcquireCtx<'_> {
     fn drop(&mut self) {
-        // Guards borrow the context, so none is alive here; whatever is still
-        // held belongs to forgotten guards. Every such mutex outlives `'a`.
-        // SAFETY: no guard can be used any more.
-        unsafe { self.unlock_all() };
+        // Guards borrow the context, so none is alive here. If something is
+        // still held, a guard was forgotten: its mutex points to `ctx`, and
+        // other lockers read it, so the context must never be freed.
+        let held = self.held_count();
+        if held != 0 {
+            pr_warn!(
+                "ww_mutex: acquire context dropped holding {} lock(s) (a guard was forgotten); leaking it\n",
+                held
+            );
+            return;
+        }
         // SAFETY: `ctx` is initialised, not finished, and holds no lock.
         unsafe { bindings::ww_acquire_fini(self.ctx.get()) };
+        // SAFETY: no mutex points to the context any more; it is not used again.
+        unsafe { ManuallyDrop::drop(&mut self.ctx) };
     }
 }
 
@@ -327,11 +301,12 @@ impl Drop for AcquireCtx<'_> {
 ///
 /// # Invariants
 ///
-/// `lock` is locked in `ctx` and listed in its `held`.
+/// `lock` is locked in `ctx`.
 #[must_use = "the lock is released when the guard is dropped"]
 pub struct CtxGuard<'g, 'a, L: Lockable + ?Sized> {
     lock: &'a L,
-    ctx: &'g AcquireCtx<'a>,
+    /// The guard must not outlive its context (nor move to another task).
+    _ctx: PhantomData<&'g AcquireCtx<'a>>,
 }
 
 impl<L: Lockable + ?Sized> CtxGuard<'_, '_, L> {
@@ -363,7 +338,7 @@ where
 
 impl<L: Lockable + ?Sized> Drop for CtxGuard<'_, '_, L> {
     fn drop(&mut self) {
-        // SAFETY: `lock` is held in `ctx` (type invariant) and the guard is gone after this.
-        unsafe { self.ctx.unlock_raw(self.lock.as_raw()) };
+        // SAFETY: `lock` is held in `ctx` by this task (type invariant).
+        unsafe { bindings::ww_mutex_unlock(self.lock.as_raw()) };
     }
 }

@@ -3,7 +3,8 @@
 //! Locking a set of wound/wait mutexes with the back-off done for you.
 
 use super::{acquire_ctx::Kind, AcquireCtx, Class, Lockable};
-use crate::prelude::*;
+use crate::{bindings, prelude::*};
+use core::ptr::NonNull;
 
 /// A set of wound/wait mutexes locked in one [`AcquireCtx`].
 ///
@@ -42,8 +43,14 @@ use crate::prelude::*;
 /// assert!(!a.is_locked());
 /// # Ok::<(), Error>(())
 /// ```
+///
+/// # Invariants
+///
+/// `locked` lists exactly the mutexes locked in `ctx` (each once); they
+/// outlive `'a`.
 pub struct LockSet<'a> {
     ctx: AcquireCtx<'a>,
+    locked: KVec<NonNull<bindings::ww_mutex>>,
     interruptible: bool,
     backoffs: u32,
 }
@@ -80,6 +87,7 @@ impl<'a> LockSet<'a> {
     ) -> Result<R> {
         let mut set = LockSet {
             ctx: AcquireCtx::new(class)?,
+            locked: KVec::new(),
             interruptible,
             backoffs: 0,
         };
@@ -101,8 +109,7 @@ impl<'a> LockSet<'a> {
     fn back_off(&mut self) -> Result {
         let contended = self.ctx.contended().ok_or(EINVAL)?;
         self.backoffs += 1;
-        // SAFETY: the set hands out no guards, so nothing refers to the locks.
-        unsafe { self.ctx.unlock_all() };
+        self.unlock_all();
         let kind = if self.interruptible {
             Kind::SlowInterruptible
         } else {
@@ -110,7 +117,18 @@ impl<'a> LockSet<'a> {
         };
         // SAFETY: `contended` was locked through `lock`, which checked its
         // class, and it outlives `'a` (the bound of `lock`).
-        unsafe { self.ctx.lock_raw(contended.as_ptr(), kind) }
+        unsafe { self.ctx.lock_raw(contended.as_ptr(), kind)? };
+        // Cannot fail: `unlock_all` left the capacity of everything it freed.
+        self.locked.push(contended, GFP_KERNEL)?;
+        Ok(())
+    }
+
+    /// Unlocks everything the set holds, newest first.
+    fn unlock_all(&mut self) {
+        while let Some(p) = self.locked.pop() {
+            // SAFETY: every entry of `locked` is held in `ctx` (invariant).
+            unsafe { bindings::ww_mutex_unlock(p.as_ptr()) };
+        }
     }
 
     /// Locks `m` as part of the set. Call it from the locking closure and
@@ -124,10 +142,20 @@ impl<'a> LockSet<'a> {
         } else {
             Kind::Normal
         };
+        // Reserve first, so a failed allocation leaves nothing locked. Grow
+        // by at least eight entries to keep reallocations rare.
+        if self.locked.len() == self.locked.capacity() {
+            self.locked.reserve(self.locked.len().max(8), GFP_KERNEL)?;
+        }
         // SAFETY: `m` is of the context's class (checked) and outlives `'a`.
         match unsafe { self.ctx.lock_raw(m.as_raw(), kind) } {
+            Ok(()) => {
+                let raw = NonNull::new(m.as_raw()).ok_or(EINVAL)?;
+                // Cannot fail: capacity was reserved above.
+                self.locked.push_within_capacity(raw).map_err(|_| ENOMEM)
+            }
             Err(e) if e == EALREADY => Ok(()),
-            r => r,
+            Err(e) => Err(e),
         }
     }
 
@@ -160,6 +188,13 @@ impl<'a> LockSet<'a> {
 
     /// How many mutexes the set holds.
     pub fn held_count(&self) -> usize {
-        self.ctx.held_count()
+        self.locked.len()
+    }
+}
+
+impl Drop for LockSet<'_> {
+    fn drop(&mut self) {
+        // Before the context ends: it must hold nothing then.
+        self.unlock_all();
     }
 }

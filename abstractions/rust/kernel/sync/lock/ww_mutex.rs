@@ -78,6 +78,27 @@ mod private {
 /// Rust or a [`ForeignMutex`] embedded in a C object.
 ///
 /// This trait is sealed.
+///
+/// # Examples
+///
+/// Code that takes either kind of mutex:
+///
+/// ```
+/// use kernel::{define_ww_class, prelude::*};
+/// use kernel::sync::lock::ww_mutex::{AcquireCtx, Lockable, Mutex};
+///
+/// fn lock_twice<'a, L: Lockable>(ctx: &AcquireCtx<'a>, l: &'a L) -> Result {
+///     let _g = ctx.lock(l)?;
+///     assert_eq!(ctx.lock(l).err(), Some(EALREADY));
+///     Ok(())
+/// }
+///
+/// define_ww_class!(CLASS);
+/// let m = KBox::pin_init(Mutex::new(0u8, &CLASS), GFP_KERNEL)?;
+/// let ctx = AcquireCtx::new(&CLASS)?;
+/// lock_twice(&ctx, &*m)?;
+/// # Ok::<(), Error>(())
+/// ```
 pub trait Lockable: private::Sealed {
     /// The data the lock protects.
     type Data: ?Sized;
@@ -202,6 +223,27 @@ impl<T: ?Sized> Mutex<'_, T> {
 /// # Invariants
 ///
 /// `ptr` points to an initialised `ww_mutex` of `class`, valid for `'a`.
+///
+/// # Examples
+///
+/// Here the "C" mutex is the one inside a Rust [`Mutex`]; a driver would pass
+/// a pointer into a C object, such as a `dma_resv`'s `lock`, with
+/// [`Class::reservation`].
+///
+/// ```
+/// use kernel::{define_ww_class, prelude::*};
+/// use kernel::sync::lock::ww_mutex::{ForeignMutex, Lockable, Mutex};
+///
+/// define_ww_class!(CLASS);
+/// let m = KBox::pin_init(Mutex::new((), &CLASS), GFP_KERNEL)?;
+/// // SAFETY: `m` is a `ww_mutex` of `CLASS` and outlives `f`.
+/// let f = unsafe { ForeignMutex::from_raw(m.as_raw(), &CLASS) }.ok_or(EINVAL)?;
+/// let g = f.lock();
+/// assert!(m.is_locked());
+/// drop(g);
+/// assert!(f.try_lock().is_ok());
+/// # Ok::<(), Error>(())
+/// ```
 pub struct ForeignMutex<'a> {
     ptr: NonNull<bindings::ww_mutex>,
     class: &'a Class,
@@ -303,6 +345,18 @@ fn try_lock_no_ctx<L: Lockable + ?Sized>(l: &L) -> Result<MutexGuard<'_, L>> {
 ///
 /// The current task holds `lock`, locked without a context; dropping the
 /// guard unlocks it.
+///
+/// # Examples
+///
+/// ```
+/// use kernel::{define_wd_class, prelude::*, sync::lock::ww_mutex::Mutex};
+///
+/// define_wd_class!(CLASS);
+/// let m = KBox::pin_init(Mutex::new(KVec::<u32>::new(), &CLASS), GFP_KERNEL)?;
+/// m.lock().push(1, GFP_KERNEL)?;
+/// assert_eq!(m.lock().len(), 1);
+/// # Ok::<(), Error>(())
+/// ```
 #[must_use = "the lock is released when the guard is dropped"]
 pub struct MutexGuard<'a, L: Lockable + ?Sized> {
     lock: &'a L,

@@ -302,6 +302,27 @@ impl Drop for AcquireCtx<'_> {
 /// # Invariants
 ///
 /// `lock` is locked in `ctx`.
+///
+/// # Examples
+///
+/// ```
+/// use kernel::{define_ww_class, prelude::*, sync::lock::ww_mutex::{AcquireCtx, Mutex}};
+///
+/// define_ww_class!(CLASS);
+/// let m = KBox::pin_init(Mutex::new(1u64, &CLASS), GFP_KERNEL)?;
+/// let ctx = AcquireCtx::new(&CLASS)?;
+/// {
+///     let mut g = ctx.lock(&*m)?;
+///     *g += 1;
+///     assert!(ctx.holds(&*m));
+///     assert_eq!(ctx.held_count(), 1);
+/// }
+/// assert_eq!(ctx.held_count(), 0);
+/// // No context-free locking while a context of the class is open.
+/// drop(ctx);
+/// assert_eq!(*m.lock(), 2);
+/// # Ok::<(), Error>(())
+/// ```
 #[must_use = "the lock is released when the guard is dropped"]
 pub struct CtxGuard<'g, 'a, L: Lockable + ?Sized> {
     lock: &'a L,

@@ -56,32 +56,24 @@ pub fn fragments(project: &Path, arch: &str) -> Result<Vec<PathBuf>> {
 impl Ctx {
     /// Applies the overlay to the build tree (creating the tree if needed).
     pub fn apply_overlay(&self) -> Result<Vec<PathBuf>> {
-        let phase = Phase::start("overlay");
         let log = self.cache.dir.join("tree/overlay.log");
         let _ = std::fs::remove_file(&log);
-        let r = (|| {
-            overlay::ensure_tree(&self.source.dir, &self.tree, &phase)?;
-            let scratch = self.cache.dir.join("tree/scratch");
-            let files = overlay::compute(
-                &self.project,
-                &self.source.dir,
-                &scratch,
-                &self.tc,
-                &log,
-                &phase,
-            )?;
-            overlay::reconcile(&files, &self.source.dir, &self.tree)
-        })();
-        match r {
-            Ok(changed) => {
-                phase.done(&format!("{} file(s) changed", changed.len()));
-                Ok(changed)
-            }
-            Err(e) => {
-                phase.fail();
-                Err(e)
-            }
-        }
+        Phase::start("overlay").run(
+            |phase| {
+                overlay::ensure_tree(&self.source.dir, &self.tree, phase)?;
+                let scratch = self.cache.dir.join("tree/scratch");
+                let files = overlay::compute(
+                    &self.project,
+                    &self.source.dir,
+                    &scratch,
+                    &self.tc,
+                    &log,
+                    phase,
+                )?;
+                overlay::reconcile(&files, &self.source.dir, &self.tree)
+            },
+            |changed| format!("{} file(s) changed", changed.len()),
+        )
     }
 
     fn make(&self, m: &Machine, build_dir: &Path) -> Cmd {
@@ -111,19 +103,19 @@ impl Ctx {
         )))?;
         let log = build_dir.join("build.log");
         let _ = std::fs::remove_file(&log);
-        let phase = Phase::start(format!("build {}", m.name));
+
         let hint = format!(
             "fix the error shown above (full log: {}); the cache stays usable, rerun when fixed",
             log.display()
         );
-        let r = (|| -> Result<Kernel> {
+        Phase::start(format!("build {}", m.name)).run(|phase| {
             let tiny = build_dir.join("tiny.config");
             if !tiny.exists() {
                 phase.status("tinyconfig");
                 ui::run_logged(
                     &mut self.tc.command(&self.make(m, &build_dir).arg("tinyconfig")),
                     &log,
-                    &phase,
+                    phase,
                     &hint,
                 )?;
                 std::fs::copy(build_dir.join(".config"), &tiny)?;
@@ -147,7 +139,7 @@ impl Ctx {
                     .tc
                     .command(&self.make(m, &build_dir).arg("olddefconfig")),
                 &log,
-                &phase,
+                phase,
                 &hint,
             )?;
             let final_text = std::fs::read_to_string(&cfg)?;
@@ -174,7 +166,7 @@ impl Ctx {
             ui::run_logged(
                 &mut self.tc.command(&self.make(m, &build_dir).arg("all")),
                 &log,
-                &phase,
+                phase,
                 &hint,
             )?;
             let modroot = build_dir.join("modroot");
@@ -191,7 +183,7 @@ impl Ctx {
                         .arg("modules_install"),
                 ),
                 &log,
-                &phase,
+                phase,
                 &hint,
             )?;
             let release = self
@@ -205,22 +197,11 @@ impl Ctx {
                 modroot,
                 release,
             })
-        })();
-        match r {
-            Ok(k) => {
-                phase.done(&format!("{} ({})", k.image.display(), k.release));
-                Ok(k)
-            }
-            Err(e) => {
-                phase.fail();
-                Err(e)
-            }
-        }
+        }, |k| format!("{} ({})", k.image.display(), k.release))
     }
 
     /// Builds the guest programs for `m`; returns the directory holding them.
     pub fn build_guest(&self, m: &Machine) -> Result<PathBuf> {
-        let phase = Phase::start(format!("guest programs {}", m.name));
         let log = self.cache.dir.join(format!("guest/{}.log", m.name));
         let _ = std::fs::remove_file(&log);
         let target_dir = self
@@ -228,62 +209,56 @@ impl Ctx {
             .dir
             .join(format!("guest/{}", paths::short_hash(&self.tc_identity)));
         let cargo_home = cargo_home()?;
-        let r = (|| -> Result<()> {
-            // Fetch with the host's cargo (it has the network configuration),
-            // build offline in the toolchain.
-            let host_cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            ui::run_logged(
-                std::process::Command::new(host_cargo)
-                    .args(["fetch", "--locked", "--manifest-path"])
-                    .arg(self.project.join("Cargo.toml")),
-                &log,
-                &phase,
-                "check access to crates.io",
-            )?;
-            let linker_var = format!(
-                "CARGO_TARGET_{}_LINKER",
-                m.rust_target.to_uppercase().replace('-', "_")
-            );
-            let linker = if m.rust_target.starts_with("aarch64") {
-                "aarch64-linux-gnu-gcc"
-            } else {
-                "cc"
-            };
-            ui::run_logged(
-                &mut self.tc.command(
-                    &Cmd::new("cargo")
-                        .args([
-                            "build",
-                            "--release",
-                            "--offline",
-                            "--locked",
-                            "-p",
-                            "virtgpu-guest",
-                            "--target",
-                        ])
-                        .arg(&m.rust_target)
-                        .arg("--target-dir")
-                        .arg(&target_dir)
-                        .env("CARGO_HOME", &cargo_home)
-                        .env("RUSTFLAGS", "-C target-feature=+crt-static")
-                        .env(&linker_var, linker)
-                        .cwd(&self.project),
-                ),
-                &log,
-                &phase,
-                "fix the guest program build error shown above",
-            )
-        })();
-        match r {
-            Ok(()) => {
-                phase.done("");
+        Phase::start(format!("guest programs {}", m.name)).run(
+            |phase| {
+                // Fetch with the host's cargo (it has the network configuration),
+                // build offline in the toolchain.
+                let host_cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+                ui::run_logged(
+                    std::process::Command::new(host_cargo)
+                        .args(["fetch", "--locked", "--manifest-path"])
+                        .arg(self.project.join("Cargo.toml")),
+                    &log,
+                    phase,
+                    "check access to crates.io",
+                )?;
+                let linker_var = format!(
+                    "CARGO_TARGET_{}_LINKER",
+                    m.rust_target.to_uppercase().replace('-', "_")
+                );
+                let linker = if m.rust_target.starts_with("aarch64") {
+                    "aarch64-linux-gnu-gcc"
+                } else {
+                    "cc"
+                };
+                ui::run_logged(
+                    &mut self.tc.command(
+                        &Cmd::new("cargo")
+                            .args([
+                                "build",
+                                "--release",
+                                "--offline",
+                                "--locked",
+                                "-p",
+                                "virtgpu-guest",
+                                "--target",
+                            ])
+                            .arg(&m.rust_target)
+                            .arg("--target-dir")
+                            .arg(&target_dir)
+                            .env("CARGO_HOME", &cargo_home)
+                            .env("RUSTFLAGS", "-C target-feature=+crt-static")
+                            .env(&linker_var, linker)
+                            .cwd(&self.project),
+                    ),
+                    &log,
+                    phase,
+                    "fix the guest program build error shown above",
+                )?;
                 Ok(target_dir.join(&m.rust_target).join("release"))
-            }
-            Err(e) => {
-                phase.fail();
-                Err(e)
-            }
-        }
+            },
+            |_| String::new(),
+        )
     }
 
     /// The static busybox binary for `m`, from Debian's busybox-static.
@@ -296,7 +271,6 @@ impl Ctx {
         if bin.exists() {
             return Ok(bin);
         }
-        let phase = Phase::start(format!("busybox-static {}", m.debian_arch));
         let dl = ui::ensure_dir(self.cache.dir.join("downloads"))?;
         let log = dl.join("download.log");
         let script = format!(
@@ -306,31 +280,26 @@ impl Ctx {
             a = m.debian_arch,
             d = dir.display()
         );
-        let r = ui::run_logged(
-            &mut self
-                .apt
-                .command(&Cmd::new("sh").args(["-c", &script]).cwd(&dl)),
-            &log,
-            &phase,
-            "check access to the Debian mirror",
-        );
-        match r {
-            Ok(()) if bin.exists() => {
-                phase.done("");
+        Phase::start(format!("busybox-static {}", m.debian_arch)).run(
+            |phase| {
+                ui::run_logged(
+                    &mut self
+                        .apt
+                        .command(&Cmd::new("sh").args(["-c", &script]).cwd(&dl)),
+                    &log,
+                    phase,
+                    "check access to the Debian mirror",
+                )?;
+                if !bin.exists() {
+                    bail!(
+                        "busybox-static:{} did not contain usr/bin/busybox",
+                        m.debian_arch
+                    );
+                }
                 Ok(bin)
-            }
-            Ok(()) => {
-                phase.fail();
-                bail!(
-                    "busybox-static:{} did not contain usr/bin/busybox",
-                    m.debian_arch
-                )
-            }
-            Err(e) => {
-                phase.fail();
-                Err(e)
-            }
-        }
+            },
+            |_| String::new(),
+        )
     }
 }
 

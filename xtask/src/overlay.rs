@@ -34,9 +34,9 @@ const MANIFEST: &str = ".virtgpu-overlay-manifest";
 /// The desired content of every path the overlay touches.
 pub type Files = BTreeMap<PathBuf, Vec<u8>>;
 
-/// Collects files below `dir` (relative paths), skipping hidden files and
-/// the top-level `patches` directory.
-fn walk(dir: &Path, rel: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+/// Collects the files below `dir` as (source, path in the tree below `rel`)
+/// pairs, skipping hidden files and a top-level `patches` directory.
+fn walk(dir: &Path, rel: &Path, out: &mut Vec<(PathBuf, PathBuf)>) -> Result<()> {
     if !dir.exists() {
         return Ok(());
     }
@@ -53,7 +53,7 @@ fn walk(dir: &Path, rel: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
         if p.is_dir() {
             walk(&p, &rel.join(&name), out)?;
         } else {
-            out.push(rel.join(&name));
+            out.push((p, rel.join(&name)));
         }
     }
     Ok(())
@@ -106,23 +106,12 @@ pub fn compute(
     phase: &Phase,
 ) -> Result<Files> {
     let mut files = Files::new();
-    let mut copied = Vec::new();
-    walk(&project.join("abstractions"), Path::new(""), &mut copied)?;
-    for rel in copied {
-        let src = project.join("abstractions").join(&rel);
-        files.insert(
-            rel,
-            std::fs::read(&src).with_context(|| format!("reading {}", src.display()))?,
-        );
-    }
-    let mut drv = Vec::new();
-    walk(&project.join("driver"), Path::new(DRIVER_DEST), &mut drv)?;
-    for rel in drv {
-        let src = project.join("driver").join(rel.strip_prefix(DRIVER_DEST)?);
-        files.insert(
-            rel,
-            std::fs::read(&src).with_context(|| format!("reading {}", src.display()))?,
-        );
+    let mut copies = Vec::new();
+    walk(&project.join("abstractions"), Path::new(""), &mut copies)?;
+    walk(&project.join("driver"), Path::new(DRIVER_DEST), &mut copies)?;
+    for (src, rel) in copies {
+        let content = std::fs::read(&src).with_context(|| format!("reading {}", src.display()))?;
+        files.insert(rel, content);
     }
 
     let patches = series(project)?;

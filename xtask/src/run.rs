@@ -181,11 +181,34 @@ pub fn clean(cache_dir: Option<PathBuf>) -> Result<()> {
 /// What one boot produced.
 struct BootOutcome {
     log: String,
+    /// Splats found in `log`.
+    splats: Vec<splat::Splat>,
     log_path: PathBuf,
     render: Option<render::Verdict>,
     screenshot: Option<PathBuf>,
     error: Option<String>,
     duration: Duration,
+}
+
+impl BootOutcome {
+    /// The splats (with their text) and the boot error, one message each,
+    /// prefixed with `arch`.
+    fn problems(&self, arch: &str) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .splats
+            .iter()
+            .map(|s| {
+                format!(
+                    "{arch}: splat ({}) at serial log line {}:\n{}",
+                    s.kind,
+                    s.line,
+                    qemu::indent(&s.text)
+                )
+            })
+            .collect();
+        v.extend(self.error.iter().map(|e| format!("{arch}: {e}")));
+        v
+    }
 }
 
 /// Boots `b`; if `render` is set, waits for the guest's render program and
@@ -212,6 +235,7 @@ fn boot(
     let mut guest = Guest::start(&ctx.tc, &spec)?;
     let mut out = BootOutcome {
         log: String::new(),
+        splats: Vec::new(),
         log_path: guest.log.clone(),
         render: None,
         screenshot: None,
@@ -244,6 +268,7 @@ fn boot(
     })();
     out.duration = guest.elapsed();
     out.log = guest.log_text();
+    out.splats = splat::detect(&out.log);
     match r {
         Ok(()) => {
             phase.done(&format!("serial log {}", out.log_path.display()));
@@ -299,17 +324,8 @@ pub fn qemu(
         boot_args.append
     );
     let out = boot(&ctx, &b, &append, boot_args.timeout, true, display)?;
-    let splats = splat::detect(&out.log);
-    for s in &splats {
-        eprintln!(
-            "splat ({}), serial log line {}:\n{}",
-            s.kind,
-            s.line,
-            qemu::indent(&s.text)
-        );
-    }
-    if let Some(e) = &out.error {
-        eprintln!("error: {e}");
+    for p in out.problems(&arch) {
+        eprintln!("{p}");
     }
     let render_ok = out.render.as_ref().is_some_and(|v| v.ok);
     if let Some(v) = &out.render {
@@ -323,11 +339,13 @@ pub fn qemu(
         println!("screendump: {}", p.display());
     }
     println!("serial log: {}", out.log_path.display());
-    Ok(if render_ok && splats.is_empty() && out.error.is_none() {
-        0
-    } else {
-        1
-    })
+    Ok(
+        if render_ok && out.splats.is_empty() && out.error.is_none() {
+            0
+        } else {
+            1
+        },
+    )
 }
 
 /// One benchmark result: ns per operation for Rust and C.
@@ -385,21 +403,12 @@ pub fn bench(
             boot_args.append
         );
         let out = boot(&ctx, &b, &append, boot_args.timeout, false, false)?;
-        let splats = splat::detect(&out.log);
-        for s in &splats {
-            println!(
-                "{arch}: splat ({}) at line {}:\n{}",
-                s.kind,
-                s.line,
-                qemu::indent(&s.text)
-            );
-        }
-        if let Some(e) = &out.error {
-            println!("{arch}: {e}");
+        for p in out.problems(arch) {
+            println!("{p}");
         }
         let lines = parse_bench(&out.log);
         let finished = out.log.contains("ww_bench: done");
-        if !finished || lines.is_empty() || !splats.is_empty() || out.error.is_some() {
+        if !finished || lines.is_empty() || !out.splats.is_empty() || out.error.is_some() {
             println!(
                 "{arch}: the benchmark did not complete cleanly; serial log {}",
                 out.log_path.display()
@@ -526,7 +535,7 @@ fn rows_for(
             },
         });
     }
-    let splats = splat::detect(&out.log);
+    let splats = &out.splats;
     let init_done = out.log.contains("virtgpu-rs: init done");
     let mut boot_failed = 0;
     let mut note = "ok: powered off cleanly, no splats".to_string();
@@ -590,17 +599,7 @@ pub fn test(
         let out = boot(&ctx, &b, &append, boot_args.timeout, want_render, false)?;
         let expected = expected_suites(&suites_text, arch);
         let r = rows_for(arch, &out, &expected, &pattern, want_render);
-        for s in splat::detect(&out.log) {
-            details.push(format!(
-                "{arch}: splat ({}) at serial log line {}:\n{}",
-                s.kind,
-                s.line,
-                qemu::indent(&s.text)
-            ));
-        }
-        if let Some(e) = &out.error {
-            details.push(format!("{arch}: {e}"));
-        }
+        details.extend(out.problems(arch));
         if r.iter().any(|r| r.failed > 0) {
             details.push(format!("{arch}: serial log {}", out.log_path.display()));
         }
@@ -673,6 +672,7 @@ mod tests {
     fn outcome(log: &str) -> BootOutcome {
         BootOutcome {
             log: log.into(),
+            splats: splat::detect(log),
             log_path: "/x".into(),
             render: None,
             screenshot: None,

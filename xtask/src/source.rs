@@ -97,14 +97,13 @@ pub fn debian_tree(cache: &Cache, apt: &Toolchain) -> Result<Source> {
         let version = kernel_version(&dir)?;
         return Ok(Source { dir, version, key });
     }
-    let phase = Phase::start("source: linux-source-7.3");
-    let r = fetch_and_unpack(cache, apt, &dir, &phase);
-    if let Err(e) = r {
-        phase.fail();
-        return Err(e);
-    }
-    let version = kernel_version(&dir)?;
-    phase.done(&format!("{version} at {}", dir.display()));
+    let version = Phase::start("source: linux-source-7.3").run(
+        |phase| {
+            fetch_and_unpack(cache, apt, &dir, phase)?;
+            kernel_version(&dir)
+        },
+        |version| format!("{version} at {}", dir.display()),
+    )?;
     Ok(Source { dir, version, key })
 }
 

@@ -272,64 +272,57 @@ pub fn ensure_root_base(cache: &Cache, binds: Vec<PathBuf>) -> Result<Toolchain>
     ui::ensure_dir(stamps.clone())?;
     let log = stamps.join("setup.log");
     let mirror = mirror()?;
-    let phase = Phase::start("setup: debootstrap");
-    let r = (|| -> Result<()> {
-        ensure_host_tool("debootstrap", "debootstrap", &log, &phase)?;
-        if root.exists() {
-            phase.status("removing a half-made root");
-            remove_tree(&root)?;
-        }
-        let tmp = root.with_extension("partial");
-        if tmp.exists() {
-            remove_tree(&tmp)?;
-        }
-        let mut cmd = Command::new("debootstrap");
-        cmd.args(["--variant=minbase", SUITE])
-            .arg(&tmp)
-            .arg(&mirror);
-        ui::run_logged(
-            &mut cmd,
-            &log,
-            &phase,
-            "check the network access to the Debian mirror, then rerun",
-        )?;
-        std::fs::write(
-            tmp.join("etc/apt/sources.list"),
-            format!("deb {mirror} {SUITE} main\ndeb {mirror} {SUITE}-backports main\n"),
-        )?;
-        // The mirror served here is a frozen snapshot whose Release files are
-        // past Valid-Until.
-        std::fs::write(
-            tmp.join("etc/apt/apt.conf.d/99virtgpu-rs"),
-            "Acquire::Check-Valid-Until \"false\";\nAPT::Install-Recommends \"false\";\n",
-        )?;
-        std::fs::rename(&tmp, &root)?;
-        for s in [
-            Cmd::new("dpkg").arg("--add-architecture").arg("arm64"),
-            Cmd::new("apt-get").arg("update"),
-            // What unpacking the kernel source and applying the overlay need.
-            Cmd::new("apt-get").args(["-y", "install", "xz-utils", "patch"]),
-        ] {
+    Phase::start("setup: debootstrap").run(
+        |phase| {
+            ensure_host_tool("debootstrap", "debootstrap", &log, phase)?;
+            if root.exists() {
+                phase.status("removing a half-made root");
+                remove_tree(&root)?;
+            }
+            let tmp = root.with_extension("partial");
+            if tmp.exists() {
+                remove_tree(&tmp)?;
+            }
+            let mut cmd = Command::new("debootstrap");
+            cmd.args(["--variant=minbase", SUITE])
+                .arg(&tmp)
+                .arg(&mirror);
             ui::run_logged(
-                &mut tc.command(&s),
+                &mut cmd,
                 &log,
-                &phase,
-                "rerun `cargo xtask setup`: it resumes",
+                phase,
+                "check the network access to the Debian mirror, then rerun",
             )?;
-        }
-        std::fs::write(&base_done, "")?;
-        Ok(())
-    })();
-    match r {
-        Ok(()) => {
-            phase.done(&root.display().to_string());
-            Ok(tc)
-        }
-        Err(e) => {
-            phase.fail();
-            Err(e)
-        }
-    }
+            std::fs::write(
+                tmp.join("etc/apt/sources.list"),
+                format!("deb {mirror} {SUITE} main\ndeb {mirror} {SUITE}-backports main\n"),
+            )?;
+            // The mirror served here is a frozen snapshot whose Release files are
+            // past Valid-Until.
+            std::fs::write(
+                tmp.join("etc/apt/apt.conf.d/99virtgpu-rs"),
+                "Acquire::Check-Valid-Until \"false\";\nAPT::Install-Recommends \"false\";\n",
+            )?;
+            std::fs::rename(&tmp, &root)?;
+            for s in [
+                Cmd::new("dpkg").arg("--add-architecture").arg("arm64"),
+                Cmd::new("apt-get").arg("update"),
+                // What unpacking the kernel source and applying the overlay need.
+                Cmd::new("apt-get").args(["-y", "install", "xz-utils", "patch"]),
+            ] {
+                ui::run_logged(
+                    &mut tc.command(&s),
+                    &log,
+                    phase,
+                    "rerun `cargo xtask setup`: it resumes",
+                )?;
+            }
+            std::fs::write(&base_done, "")?;
+            Ok(())
+        },
+        |_| root.display().to_string(),
+    )?;
+    Ok(tc)
 }
 
 /// The trixie root with the whole toolchain installed ([`ROOT_PACKAGES`]).
@@ -341,7 +334,6 @@ pub fn ensure_root_packages(tc: &Toolchain, cache: &Cache) -> Result<()> {
     }
     need_privileges()?;
     let log = stamps.join("setup.log");
-    let phase = Phase::start("setup: packages");
     let steps: Vec<Cmd> = vec![
         // Repairs an interrupted earlier run.
         Cmd::new("dpkg").arg("--configure").arg("-a"),
@@ -350,22 +342,23 @@ pub fn ensure_root_packages(tc: &Toolchain, cache: &Cache) -> Result<()> {
             .args(["-y", "install", "-t", &format!("{SUITE}-backports")])
             .args(ROOT_PACKAGES),
     ];
-    for s in steps {
-        if let Err(e) = ui::run_logged(
-            &mut tc.command(&s),
-            &log,
-            &phase,
-            "rerun `cargo xtask setup`: it resumes where it stopped",
-        ) {
-            phase.fail();
-            return Err(e);
-        }
-    }
-    std::fs::write(&done, "")?;
-    let rustc = tc
-        .output(&Cmd::new("rustc").arg("--version"))
-        .unwrap_or_default();
-    phase.done(rustc.trim());
+    Phase::start("setup: packages").run(
+        |phase| {
+            for s in steps {
+                ui::run_logged(
+                    &mut tc.command(&s),
+                    &log,
+                    phase,
+                    "rerun `cargo xtask setup`: it resumes where it stopped",
+                )?;
+            }
+            std::fs::write(&done, "")?;
+            Ok(tc
+                .output(&Cmd::new("rustc").arg("--version"))
+                .unwrap_or_default())
+        },
+        |rustc| rustc.trim().to_string(),
+    )?;
     Ok(())
 }
 

@@ -64,6 +64,25 @@ impl Phase {
             .set_message(msg.chars().take(100).collect::<String>());
     }
 
+    /// Runs `f` in this phase: on success ends it with `detail` of the
+    /// value, on failure marks it failed and passes the error on.
+    pub fn run<T>(
+        self,
+        f: impl FnOnce(&Phase) -> Result<T>,
+        detail: impl FnOnce(&T) -> String,
+    ) -> Result<T> {
+        match f(&self) {
+            Ok(v) => {
+                self.done(&detail(&v));
+                Ok(v)
+            }
+            Err(e) => {
+                self.fail();
+                Err(e)
+            }
+        }
+    }
+
     /// Ends the phase successfully and returns its duration.
     pub fn done(self, detail: &str) -> Duration {
         let d = self.start.elapsed();

@@ -15,6 +15,21 @@ use crate::ui::{self, Phase};
 /// Bumped when the build steps change in a way that invalidates old builds.
 const BUILD_LAYOUT: u32 = 1;
 
+/// Checks that every option of `requested` survived in the `.config` at `cfg`.
+fn verify_config(requested: &kconfig::Config, cfg: &Path, arch: &str) -> Result<()> {
+    let dropped = kconfig::verify(requested, &kconfig::parse(&std::fs::read_to_string(cfg)?)?);
+    if dropped.is_empty() {
+        return Ok(());
+    }
+    let list: Vec<String> = dropped.iter().map(|d| format!("    {d}")).collect();
+    bail!(
+        "olddefconfig dropped {} requested option(s) for {arch}:\n{}\n  hint: an option's dependencies are not met; see `make menuconfig` in {}",
+        dropped.len(),
+        list.join("\n"),
+        cfg.parent().unwrap_or(cfg).display()
+    )
+}
+
 /// Everything a build needs.
 pub struct Ctx {
     pub cache: Cache,
@@ -108,96 +123,71 @@ impl Ctx {
             "fix the error shown above (full log: {}); the cache stays usable, rerun when fixed",
             log.display()
         );
-        Phase::start(format!("build {}", m.name)).run(|phase| {
-            let tiny = build_dir.join("tiny.config");
-            if !tiny.exists() {
-                phase.status("tinyconfig");
+        Phase::start(format!("build {}", m.name)).run(
+            |phase| {
+                let mut parsed = Vec::new();
+                for f in &frags {
+                    let c = kconfig::parse(&std::fs::read_to_string(f)?)
+                        .with_context(|| format!("in {}", f.display()))?;
+                    parsed.push(c);
+                }
+                let requested = kconfig::merge(&kconfig::Config::new(), &parsed);
+                let cfg = build_dir.join(".config");
+                // The fragments are part of the build directory's key, so the
+                // configuration is made once per directory; later changes to
+                // Kconfig files of the overlay are picked up by kbuild itself.
+                let configured = build_dir.join("configured.stamp");
+                let make = |target: &str| {
+                    phase.status(target);
+                    ui::run_logged(
+                        &mut self.tc.command(&self.make(m, &build_dir).arg(target)),
+                        &log,
+                        phase,
+                        &hint,
+                    )
+                };
+                if !configured.exists() {
+                    make("tinyconfig")?;
+                    let base = kconfig::parse(&std::fs::read_to_string(&cfg)?)?;
+                    std::fs::write(&cfg, kconfig::render(&kconfig::merge(&base, &parsed)))?;
+                    make("olddefconfig")?;
+                    verify_config(&requested, &cfg, &m.name)?;
+                    std::fs::write(&configured, "")?;
+                }
+                make("all")?;
+                // The build syncs .config with the tree's Kconfig files.
+                verify_config(&requested, &cfg, &m.name)?;
+                let modroot = build_dir.join("modroot");
+                if modroot.exists() {
+                    crate::toolchain::remove_tree(&modroot)?;
+                }
+                phase.status("modules_install");
                 ui::run_logged(
-                    &mut self.tc.command(&self.make(m, &build_dir).arg("tinyconfig")),
+                    &mut self.tc.command(
+                        &self
+                            .make(m, &build_dir)
+                            .arg(format!("INSTALL_MOD_PATH={}", modroot.display()))
+                            .arg("INSTALL_MOD_STRIP=1")
+                            .arg("modules_install"),
+                    ),
                     &log,
                     phase,
                     &hint,
                 )?;
-                std::fs::copy(build_dir.join(".config"), &tiny)?;
-            }
-            let mut requested = kconfig::Config::new();
-            let mut parsed = Vec::new();
-            for f in &frags {
-                let c = kconfig::parse(&std::fs::read_to_string(f)?)
-                    .with_context(|| format!("in {}", f.display()))?;
-                requested = kconfig::merge(&requested, std::slice::from_ref(&c));
-                parsed.push(c);
-            }
-            let base = kconfig::parse(&std::fs::read_to_string(&tiny)?)?;
-            let merged = kconfig::render(&kconfig::merge(&base, &parsed));
-            let cfg = build_dir.join(".config");
-            let prev_final = std::fs::read_to_string(&cfg).unwrap_or_default();
-            std::fs::write(&cfg, merged)?;
-            phase.status("olddefconfig");
-            ui::run_logged(
-                &mut self
+                let release = self
                     .tc
-                    .command(&self.make(m, &build_dir).arg("olddefconfig")),
-                &log,
-                phase,
-                &hint,
-            )?;
-            let final_text = std::fs::read_to_string(&cfg)?;
-            if final_text == prev_final {
-                // Keep the old timestamp so make sees nothing new.
-                let _ = std::process::Command::new("touch")
-                    .arg("-r")
-                    .arg(build_dir.join("include/config/auto.conf"))
-                    .arg(&cfg)
-                    .status();
-            }
-            let dropped = kconfig::verify(&requested, &kconfig::parse(&final_text)?);
-            if !dropped.is_empty() {
-                let list: Vec<String> = dropped.iter().map(|d| format!("    {d}")).collect();
-                bail!(
-                    "olddefconfig dropped {} requested option(s) for {}:\n{}\n  hint: an option's dependencies are not met; see `make menuconfig` in {}",
-                    dropped.len(),
-                    m.name,
-                    list.join("\n"),
-                    build_dir.display()
-                );
-            }
-            phase.status("compiling");
-            ui::run_logged(
-                &mut self.tc.command(&self.make(m, &build_dir).arg("all")),
-                &log,
-                phase,
-                &hint,
-            )?;
-            let modroot = build_dir.join("modroot");
-            if modroot.exists() {
-                crate::toolchain::remove_tree(&modroot)?;
-            }
-            phase.status("modules_install");
-            ui::run_logged(
-                &mut self.tc.command(
-                    &self
-                        .make(m, &build_dir)
-                        .arg(format!("INSTALL_MOD_PATH={}", modroot.display()))
-                        .arg("INSTALL_MOD_STRIP=1")
-                        .arg("modules_install"),
-                ),
-                &log,
-                phase,
-                &hint,
-            )?;
-            let release = self
-                .tc
-                .output(&self.make(m, &build_dir).arg("-s").arg("kernelrelease"))?
-                .trim()
-                .to_string();
-            Ok(Kernel {
-                image: build_dir.join(&m.kernel_image),
-                build_dir: build_dir.clone(),
-                modroot,
-                release,
-            })
-        }, |k| format!("{} ({})", k.image.display(), k.release))
+                    .output(&self.make(m, &build_dir).arg("-s").arg("kernelrelease"))?
+                    .trim()
+                    .to_string();
+                Ok(Kernel {
+                    image: build_dir.join(&m.kernel_image),
+                    build_dir: build_dir.clone(),
+                    modroot,
+                    release,
+                })
+            },
+            |k| format!("{} ({})", k.image.display(), k.release),
+        )
     }
 
     /// Builds the guest programs for `m`; returns the directory holding them.

@@ -155,6 +155,17 @@ unsafe impl<T: ?Sized + Send> Sync for Mutex<'_, T> {}
 
 impl<'c, T> Mutex<'c, T> {
     /// Creates a mutex of `class` protecting `data`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use kernel::{define_ww_class, prelude::*, sync::lock::ww_mutex::Mutex};
+    /// define_ww_class!(CLASS);
+    /// let m = KBox::pin_init(Mutex::new(KVec::<u8>::new(), &CLASS), GFP_KERNEL)?;
+    /// m.lock().push(7, GFP_KERNEL)?;
+    /// assert_eq!(m.lock()[..], [7]);
+    /// # Ok::<(), Error>(())
+    /// ```
     pub fn new(data: T, class: &'c Class) -> impl PinInit<Self> {
         pin_init!(Mutex {
             inner <- Opaque::ffi_init(|slot: *mut bindings::ww_mutex| {
@@ -192,6 +203,19 @@ impl<T: ?Sized> Mutex<'_, T> {
     ///
     /// Like `dma_resv_is_locked`, this is a snapshot for assertions and
     /// heuristics, not a synchronisation primitive.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use kernel::{define_ww_class, prelude::*, sync::lock::ww_mutex::Mutex};
+    /// define_ww_class!(CLASS);
+    /// let m = KBox::pin_init(Mutex::new((), &CLASS), GFP_KERNEL)?;
+    /// let g = m.lock();
+    /// assert!(m.is_locked());
+    /// drop(g);
+    /// assert!(!m.is_locked());
+    /// # Ok::<(), Error>(())
+    /// ```
     pub fn is_locked(&self) -> bool {
         is_locked(self)
     }
@@ -200,16 +224,55 @@ impl<T: ?Sized> Mutex<'_, T> {
     ///
     /// Without a context there is no deadlock detection, so this must not be
     /// mixed with other locks of the class held by the same task.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use kernel::{define_ww_class, prelude::*, sync::lock::ww_mutex::Mutex};
+    /// define_ww_class!(CLASS);
+    /// let m = KBox::pin_init(Mutex::new(0u32, &CLASS), GFP_KERNEL)?;
+    /// {
+    ///     let mut g = m.lock();
+    ///     *g += 1;
+    /// } // unlocked here
+    /// assert_eq!(*m.lock(), 1);
+    /// # Ok::<(), Error>(())
+    /// ```
     pub fn lock(&self) -> MutexGuard<'_, Self> {
         lock_no_ctx(self)
     }
 
     /// Like [`Mutex::lock`] but a signal interrupts the wait with [`EINTR`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use kernel::{define_ww_class, prelude::*, sync::lock::ww_mutex::Mutex};
+    /// define_ww_class!(CLASS);
+    /// let m = KBox::pin_init(Mutex::new(0u32, &CLASS), GFP_KERNEL)?;
+    /// // Without a pending signal this is `lock`; with one it may return EINTR.
+    /// *m.lock_interruptible()? = 7;
+    /// assert_eq!(*m.lock(), 7);
+    /// # Ok::<(), Error>(())
+    /// ```
     pub fn lock_interruptible(&self) -> Result<MutexGuard<'_, Self>> {
         lock_no_ctx_interruptible(self)
     }
 
     /// Locks the mutex if it is free, else returns [`EBUSY`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use kernel::{define_ww_class, prelude::*, sync::lock::ww_mutex::Mutex};
+    /// define_ww_class!(CLASS);
+    /// let m = KBox::pin_init(Mutex::new(0u32, &CLASS), GFP_KERNEL)?;
+    /// let g = m.lock();
+    /// assert_eq!(m.try_lock().err(), Some(EBUSY));
+    /// drop(g);
+    /// assert!(m.try_lock().is_ok());
+    /// # Ok::<(), Error>(())
+    /// ```
     pub fn try_lock(&self) -> Result<MutexGuard<'_, Self>> {
         try_lock_no_ctx(self)
     }
@@ -262,22 +325,84 @@ impl<'a> ForeignMutex<'a> {
     ///
     /// `ptr` must point to a `ww_mutex` initialised with `class`, valid (not
     /// freed, not re-initialised) for `'a`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use kernel::{define_ww_class, prelude::*, sync::lock::ww_mutex::{ForeignMutex, Lockable, Mutex}};
+    /// define_ww_class!(CLASS);
+    /// let inner = KBox::pin_init(Mutex::new((), &CLASS), GFP_KERNEL)?;
+    /// // SAFETY: `inner` is a `ww_mutex` of `CLASS` and outlives `f`.
+    /// let f = unsafe { ForeignMutex::from_raw(inner.as_raw(), &CLASS) }.ok_or(EINVAL)?;
+    /// assert!(core::ptr::eq(f.as_raw(), inner.as_raw()));
+    /// // SAFETY: a null pointer is refused rather than wrapped.
+    /// assert!(unsafe { ForeignMutex::from_raw(core::ptr::null_mut(), &CLASS) }.is_none());
+    /// # Ok::<(), Error>(())
+    /// ```
     pub unsafe fn from_raw(ptr: *mut bindings::ww_mutex, class: &'a Class) -> Option<Self> {
         // INVARIANT: guaranteed by the caller.
         NonNull::new(ptr).map(|ptr| ForeignMutex { ptr, class })
     }
 
     /// Whether the mutex is locked (by anyone).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use kernel::{define_ww_class, prelude::*, sync::lock::ww_mutex::{ForeignMutex, Lockable, Mutex}};
+    /// define_ww_class!(CLASS);
+    /// // Stands in for a C object's mutex, such as a `dma_resv`'s.
+    /// let inner = KBox::pin_init(Mutex::new((), &CLASS), GFP_KERNEL)?;
+    /// // SAFETY: `inner` is a `ww_mutex` of `CLASS` and outlives `f`.
+    /// let f = unsafe { ForeignMutex::from_raw(inner.as_raw(), &CLASS) }.ok_or(EINVAL)?;
+    /// let g = inner.lock();
+    /// assert!(f.is_locked());
+    /// drop(g);
+    /// assert!(!f.is_locked());
+    /// # Ok::<(), Error>(())
+    /// ```
     pub fn is_locked(&self) -> bool {
         is_locked(self)
     }
 
     /// Locks the mutex without an acquire context.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use kernel::{define_ww_class, prelude::*, sync::lock::ww_mutex::{ForeignMutex, Lockable, Mutex}};
+    /// define_ww_class!(CLASS);
+    /// // Stands in for a C object's mutex, such as a `dma_resv`'s.
+    /// let inner = KBox::pin_init(Mutex::new((), &CLASS), GFP_KERNEL)?;
+    /// // SAFETY: `inner` is a `ww_mutex` of `CLASS` and outlives `f`.
+    /// let f = unsafe { ForeignMutex::from_raw(inner.as_raw(), &CLASS) }.ok_or(EINVAL)?;
+    /// let g = f.lock();
+    /// assert!(inner.is_locked());
+    /// drop(g);
+    /// assert!(!inner.is_locked());
+    /// # Ok::<(), Error>(())
+    /// ```
     pub fn lock(&self) -> MutexGuard<'_, Self> {
         lock_no_ctx(self)
     }
 
     /// Locks the mutex if it is free, else returns [`EBUSY`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use kernel::{define_ww_class, prelude::*, sync::lock::ww_mutex::{ForeignMutex, Lockable, Mutex}};
+    /// define_ww_class!(CLASS);
+    /// // Stands in for a C object's mutex, such as a `dma_resv`'s.
+    /// let inner = KBox::pin_init(Mutex::new((), &CLASS), GFP_KERNEL)?;
+    /// // SAFETY: `inner` is a `ww_mutex` of `CLASS` and outlives `f`.
+    /// let f = unsafe { ForeignMutex::from_raw(inner.as_raw(), &CLASS) }.ok_or(EINVAL)?;
+    /// let g = inner.lock();
+    /// assert_eq!(f.try_lock().err(), Some(EBUSY));
+    /// drop(g);
+    /// assert!(f.try_lock().is_ok());
+    /// # Ok::<(), Error>(())
+    /// ```
     pub fn try_lock(&self) -> Result<MutexGuard<'_, Self>> {
         try_lock_no_ctx(self)
     }

@@ -22,6 +22,18 @@ use core::ffi::CStr;
 ///
 /// `inner` is an initialised `struct ww_class` whose lockdep keys are either in
 /// static storage or registered with lockdep for as long as the class exists.
+///
+/// # Examples
+///
+/// ```
+/// use kernel::{define_ww_class, prelude::*, sync::lock::ww_mutex::Class};
+/// define_ww_class!(CLASS);
+/// // SAFETY: `CLASS` is a static class, valid for `'static`.
+/// let same = unsafe { Class::from_raw(CLASS.as_raw()) };
+/// assert!(core::ptr::eq(same, &CLASS));
+/// assert!(!same.is_wait_die());
+/// # Ok::<(), Error>(())
+/// ```
 #[repr(transparent)]
 pub struct Class {
     inner: Opaque<bindings::ww_class>,
@@ -43,6 +55,19 @@ impl Class {
     ///
     /// The returned value must be stored in a `static` item and never moved
     /// out of it: lockdep accepts the embedded keys only in static storage.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use kernel::{c_str, prelude::*, sync::lock::ww_mutex::Class};
+    ///
+    /// // What `define_wd_class!(MINE)` expands to.
+    /// // SAFETY: the class is stored in a `static` item.
+    /// static MINE: Class =
+    ///     unsafe { Class::new_static(c_str!("mine_acquire"), c_str!("mine_mutex"), true) };
+    /// assert!(MINE.is_wait_die());
+    /// # Ok::<(), Error>(())
+    /// ```
     #[doc(hidden)]
     pub const unsafe fn new_static(
         acquire_name: &'static CStr,
@@ -67,6 +92,18 @@ impl Class {
     ///
     /// `ptr` must point to an initialised `struct ww_class` that stays valid
     /// and keeps its lockdep keys registered (or static) for `'a`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use kernel::{prelude::*, sync::lock::ww_mutex::Class};
+    /// // A class defined in C, here `reservation_ww_class` through its pointer.
+    /// let raw = Class::reservation().as_raw();
+    /// // SAFETY: `reservation_ww_class` is static and initialised.
+    /// let resv = unsafe { Class::from_raw(raw) };
+    /// assert!(resv.is_wait_die());
+    /// # Ok::<(), Error>(())
+    /// ```
     pub unsafe fn from_raw<'a>(ptr: *mut bindings::ww_class) -> &'a Class {
         // SAFETY: `Class` is a transparent wrapper of `Opaque<ww_class>`,
         // which has the layout of `ww_class`; the caller guarantees validity
@@ -93,6 +130,19 @@ impl Class {
     }
 
     /// The raw pointer, for FFI.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use kernel::{define_ww_class, prelude::*, sync::lock::ww_mutex::AcquireCtx};
+    /// define_ww_class!(CLASS);
+    /// let ctx = AcquireCtx::new(&CLASS)?;
+    /// // SAFETY: reading the class pointer C keeps in the context (debug builds).
+    /// #[cfg(CONFIG_DEBUG_MUTEXES)]
+    /// assert_eq!(unsafe { (*ctx.as_raw()).ww_class }, CLASS.as_raw());
+    /// assert_eq!(ctx.class().as_raw(), CLASS.as_raw());
+    /// # Ok::<(), Error>(())
+    /// ```
     pub fn as_raw(&self) -> *mut bindings::ww_class {
         self.inner.get()
     }
@@ -203,6 +253,16 @@ pub struct DynamicClass {
 
 impl DynamicClass {
     /// Creates a class named `name` (wait-die if `wait_die`, else wound-wait).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use kernel::{c_str, prelude::*, sync::lock::ww_mutex::DynamicClass};
+    /// let wd = KBox::pin_init(DynamicClass::new(c_str!("dyn_wd"), true), GFP_KERNEL)?;
+    /// let ww = KBox::pin_init(DynamicClass::new(c_str!("dyn_ww"), false), GFP_KERNEL)?;
+    /// assert!(wd.is_wait_die() && !ww.is_wait_die());
+    /// # Ok::<(), Error>(())
+    /// ```
     pub fn new(name: &'static CStr, wait_die: bool) -> impl PinInit<Self> {
         pin_init!(DynamicClass {
             inner <- Opaque::ffi_init(move |slot: *mut bindings::ww_class| {

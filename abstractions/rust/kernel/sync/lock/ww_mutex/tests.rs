@@ -10,7 +10,7 @@ use crate::prelude::*;
 #[kunit_tests(rust_ww_mutex)]
 mod suite {
     use crate::{
-        define_wd_class, define_ww_class,
+        bindings, define_wd_class, define_ww_class,
         prelude::*,
         sync::{
             atomic::{Acquire, Atomic, Full, Relaxed, Release},
@@ -486,7 +486,7 @@ mod suite {
                 class,
                 |set| {
                     runs += 1;
-                    stamps.push(set.stamp(), GFP_KERNEL)?;
+                    stamps.push(set.stamp().ok_or(EINVAL)?, GFP_KERNEL)?;
                     set.lock(&*a)?;
                     set.lock(&*b)?;
                     set.lock(&*a)
@@ -521,6 +521,87 @@ mod suite {
         let r: Result = LockSet::lock_all(&WW, |set| set.lock(&*a), |_| Err(ENOSPC));
         assert_eq!(r.err(), Some(ENOSPC));
         assert!(!a.is_locked());
+        Ok(())
+    }
+
+    /// Runs `f` with a signal pending on the current thread (a KUnit case
+    /// runs in a kernel thread, which must opt in to receive one), then
+    /// discards the signal.
+    fn with_pending_signal<R>(f: impl FnOnce() -> R) -> R {
+        let sig = bindings::SIGUSR1 as i32;
+        let me = crate::task::Task::current_raw();
+        // SAFETY: `allow_kernel_signal` only changes the current thread's
+        // disposition of `sig`, a valid signal number.
+        unsafe { bindings::allow_kernel_signal(sig) };
+        // SAFETY: `me` is the current task, alive for the call; `1` marks
+        // the signal as sent by the kernel, which the thread now accepts.
+        unsafe { bindings::send_sig(sig, me, 1) };
+        let r = f();
+        // SAFETY: `me` is the current task; the signal is discarded and the
+        // thread ignores `sig` again, as before.
+        unsafe {
+            bindings::flush_signals(me);
+            bindings::disallow_signal(sig)
+        };
+        r
+    }
+
+    /// An interrupted acquire: a worker holds `m`; with a signal pending,
+    /// every interruptible way of waiting for it returns EINTR and leaves
+    /// nothing locked, including a lock set that had already locked `a`.
+    #[test]
+    fn interrupted_acquire() -> Result {
+        for class in CLASSES {
+            let locks = new_locks(class, 2)?;
+            let held = Arc::pin_init(Completion::new(), GFP_KERNEL)?;
+            let release = Arc::pin_init(Completion::new(), GFP_KERNEL)?;
+            let (l, h, r) = (locks.clone(), held.clone(), release.clone());
+            let done = spawn(move || {
+                if let Ok(ctx) = AcquireCtx::new(l[1].class()) {
+                    if let Ok(_g) = ctx.lock(&*l[1]) {
+                        h.complete_all();
+                        r.wait_for_completion();
+                    }
+                }
+                // Unblocks the test if the worker failed to lock.
+                h.complete_all();
+            })?;
+            held.wait_for_completion();
+            let (a, m) = (&*locks[0], &*locks[1]);
+            assert!(m.is_locked());
+            let (plain, in_ctx, in_set) = with_pending_signal(|| {
+                assert!(crate::current!().signal_pending());
+                let plain = m.lock_interruptible().map(drop);
+                let in_ctx = AcquireCtx::new(class).and_then(|c| c.lock_interruptible(m).map(drop));
+                let in_set = LockSet::lock_all_interruptible(
+                    class,
+                    |set| {
+                        set.lock(a)?;
+                        set.lock(m)
+                    },
+                    |_| Ok(()),
+                );
+                (plain, in_ctx, in_set)
+            });
+            assert!(!crate::current!().signal_pending());
+            assert_eq!(code(plain), -(bindings::EINTR as i32));
+            assert_eq!(code(in_ctx), -(bindings::EINTR as i32));
+            assert_eq!(code(in_set), -(bindings::EINTR as i32));
+            assert!(!a.is_locked());
+            assert!(m.is_locked());
+            release.complete_all();
+            done.wait_for_completion();
+            assert!(!m.is_locked());
+            // Without a signal, the same set now succeeds.
+            LockSet::lock_all_interruptible(
+                class,
+                |set| {
+                    set.lock(a)?;
+                    set.lock(m)
+                },
+                |_| Ok(()),
+            )?;
+        }
         Ok(())
     }
 

@@ -52,8 +52,10 @@ pub struct Kernel {
     pub release: String,
 }
 
-/// The fragments that make up a machine's configuration, in merge order.
-pub fn fragments(project: &Path, arch: &str) -> Result<Vec<PathBuf>> {
+/// The fragments that make up a machine's configuration, in merge order:
+/// common, per-arch, the kunitconfigs, then the variant's (if any), so a
+/// variant can switch off what the others switch on.
+pub fn fragments(project: &Path, arch: &str, variant: Option<&str>) -> Result<Vec<PathBuf>> {
     let mut v = vec![
         project.join("qemu/config/common.config"),
         project.join(format!("qemu/config/{arch}.config")),
@@ -65,6 +67,16 @@ pub fn fragments(project: &Path, arch: &str) -> Result<Vec<PathBuf>> {
         .collect();
     ku.sort();
     v.extend(ku);
+    if let Some(name) = variant {
+        let f = project.join(format!("qemu/config/variants/{name}.config"));
+        if !f.is_file() {
+            bail!(
+                "unknown kernel variant {name:?}: {} does not exist",
+                f.display()
+            );
+        }
+        v.push(f);
+    }
     Ok(v)
 }
 
@@ -101,21 +113,31 @@ impl Ctx {
             .arg(format!("-j{}", self.jobs))
     }
 
-    /// Configures and builds the kernel for `m`.
-    pub fn build_kernel(&self, m: &Machine) -> Result<Kernel> {
-        let frags = fragments(&self.project, &m.name)?;
-        let mut key_src = format!(
+    /// Configures and builds the kernel for `m`, or for one of its variants
+    /// (`qemu/config/variants/<name>.config` merged last).
+    pub fn build_kernel(&self, m: &Machine, variant: Option<&str>) -> Result<Kernel> {
+        let frags = fragments(&self.project, &m.name, variant)?;
+        // The directory is keyed by what cannot change in place; the
+        // fragments are not part of the key, so editing one reconfigures the
+        // same directory and kbuild rebuilds only what the change touches.
+        let key_src = format!(
             "{BUILD_LAYOUT}\n{}\n{}\n{}\n",
             m.name, self.source.key, self.tc_identity
         );
+        let mut config_src = String::new();
         for f in &frags {
-            key_src.push_str(&std::fs::read_to_string(f)?);
+            config_src.push_str(&std::fs::read_to_string(f)?);
         }
-        let build_dir = ui::ensure_dir(self.cache.dir.join(format!(
-            "build/{}-{}",
-            m.name,
-            paths::short_hash(&key_src)
-        )))?;
+        let config_hash = paths::short_hash(&config_src);
+        let name = match variant {
+            Some(v) => format!("{}-{v}", m.name),
+            None => m.name.clone(),
+        };
+        let build_dir = ui::ensure_dir(
+            self.cache
+                .dir
+                .join(format!("build/{name}-{}", paths::short_hash(&key_src))),
+        )?;
         let log = build_dir.join("build.log");
         let _ = std::fs::remove_file(&log);
 
@@ -123,7 +145,7 @@ impl Ctx {
             "fix the error shown above (full log: {}); the cache stays usable, rerun when fixed",
             log.display()
         );
-        Phase::start(format!("build {}", m.name)).run(
+        Phase::start(format!("build {name}")).run(
             |phase| {
                 let mut parsed = Vec::new();
                 for f in &frags {
@@ -133,9 +155,9 @@ impl Ctx {
                 }
                 let requested = kconfig::merge(&kconfig::Config::new(), &parsed);
                 let cfg = build_dir.join(".config");
-                // The fragments are part of the build directory's key, so the
-                // configuration is made once per directory; later changes to
-                // Kconfig files of the overlay are picked up by kbuild itself.
+                // The configuration is made again only when the fragments
+                // change (the stamp holds their hash); changes to Kconfig
+                // files of the overlay are picked up by kbuild itself.
                 let configured = build_dir.join("configured.stamp");
                 let make = |target: &str| {
                     phase.status(target);
@@ -146,13 +168,14 @@ impl Ctx {
                         &hint,
                     )
                 };
-                if !configured.exists() {
+                let stamp = std::fs::read_to_string(&configured).unwrap_or_default();
+                if stamp.trim() != config_hash {
                     make("tinyconfig")?;
                     let base = kconfig::parse(&std::fs::read_to_string(&cfg)?)?;
                     std::fs::write(&cfg, kconfig::render(&kconfig::merge(&base, &parsed)))?;
                     make("olddefconfig")?;
                     verify_config(&requested, &cfg, &m.name)?;
-                    std::fs::write(&configured, "")?;
+                    std::fs::write(&configured, &config_hash)?;
                 }
                 make("all")?;
                 // The build syncs .config with the tree's Kconfig files.

@@ -3,6 +3,7 @@
 //! See README.md for the commands and what they print.
 
 mod build;
+mod codegen;
 mod initramfs;
 mod kconfig;
 mod ktap;
@@ -14,6 +15,7 @@ mod render;
 mod run;
 mod source;
 mod splat;
+mod splat_cases;
 mod toolchain;
 mod ui;
 

@@ -13,6 +13,7 @@ use crate::qemu::{self, BootSpec, Guest};
 use crate::render;
 use crate::source;
 use crate::splat;
+use crate::splat_cases;
 use crate::toolchain::{self, Toolchain};
 use crate::ui::{self, Phase};
 use crate::BootArgs;
@@ -84,9 +85,9 @@ struct Built {
     initrd: PathBuf,
 }
 
-fn build_arch(ctx: &Ctx, arch: &str) -> Result<Built> {
+fn build_arch(ctx: &Ctx, arch: &str, variant: Option<&str>) -> Result<Built> {
     let machine = Machine::load(&ctx.project, arch)?;
-    let kernel = ctx.build_kernel(&machine)?;
+    let kernel = ctx.build_kernel(&machine, variant)?;
     let programs = ctx.build_guest(&machine)?;
     let busybox = ctx.busybox(&machine)?;
     let run_dir = ctx.cache.run_dir(arch)?;
@@ -95,7 +96,10 @@ fn build_arch(ctx: &Ctx, arch: &str) -> Result<Built> {
         &busybox,
         &kernel.modroot,
         &programs,
-        &run_dir.join("initramfs.cpio"),
+        &run_dir.join(match variant {
+            Some(v) => format!("initramfs-{v}.cpio"),
+            None => "initramfs.cpio".into(),
+        }),
     )?;
     Ok(Built {
         machine,
@@ -126,7 +130,7 @@ pub fn build_only(
     let arches = machine::arches(boot.arch.as_deref().unwrap_or("all"))?;
     let ctx = prepare(cache_dir, kernel_src, &boot)?;
     for a in arches {
-        let b = build_arch(&ctx, &a)?;
+        let b = build_arch(&ctx, &a, None)?;
         eprintln!(
             "  {a}: {} + {} (build directory {})",
             b.kernel.image.display(),
@@ -213,15 +217,18 @@ impl BootOutcome {
 
 /// Boots `b`; if `render` is set, waits for the guest's render program and
 /// checks a screendump while it runs.
+/// `run_dir` receives the serial log, QEMU's log and any screendump.
+#[allow(clippy::too_many_arguments)]
 fn boot(
     ctx: &Ctx,
     b: &Built,
+    run_dir: &Path,
     append: &str,
     timeout: u64,
     render: bool,
     display: bool,
 ) -> Result<BootOutcome> {
-    let run_dir = ctx.cache.run_dir(&b.machine.name)?;
+    let run_dir = run_dir.to_path_buf();
     let spec = BootSpec {
         machine: &b.machine,
         kernel: &b.kernel.image,
@@ -317,13 +324,22 @@ pub fn qemu(
     }
     machine::Machine::load(&paths::project_root(), &arch)?;
     let ctx = prepare(cache_dir, kernel_src, &boot_args)?;
-    let b = build_arch(&ctx, &arch)?;
+    let b = build_arch(&ctx, &arch, None)?;
     let seconds = if display { 120 } else { 10 };
     let append = format!(
         "kunit.enable=0 vrs.modules=virtio_gpu vrs.run=drm-render vrs.render_seconds={seconds} {}",
         boot_args.append
     );
-    let out = boot(&ctx, &b, &append, boot_args.timeout, true, display)?;
+    let run_dir = ctx.cache.run_dir(&b.machine.name)?;
+    let out = boot(
+        &ctx,
+        &b,
+        &run_dir,
+        &append,
+        boot_args.timeout,
+        true,
+        display,
+    )?;
     for p in out.problems(&arch) {
         eprintln!("{p}");
     }
@@ -386,6 +402,37 @@ pub fn parse_bench(log: &str) -> Vec<BenchLine> {
     out
 }
 
+/// Reads `arc_bench: <case> ns=<n>` lines from a serial log.
+pub fn parse_arc_bench(log: &str) -> Vec<(String, f64)> {
+    log.lines()
+        .filter_map(|line| {
+            let rest = crate::ktap::strip_timestamp(line)
+                .split("arc_bench: ")
+                .nth(1)?;
+            let (case, ns) = rest.trim().split_once(" ns=")?;
+            Some((case.to_string(), ns.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// Whether a benchmark boot went cleanly; prints what went wrong if not.
+fn bench_boot_ok(arch: &str, out: &BootOutcome, done_marker: &str, found: bool) -> bool {
+    for p in out.problems(arch) {
+        println!("{p}");
+    }
+    let ok = out.log.contains(done_marker) && found && out.splats.is_empty() && out.error.is_none();
+    if !ok {
+        println!(
+            "{arch}: the benchmark did not complete cleanly (no {done_marker:?} or no results); serial log {}",
+            out.log_path.display()
+        );
+    }
+    ok
+}
+
+/// The variant kernel the Arc benchmark compares with.
+const ARC_OFF_VARIANT: &str = "arc-lockdep-off";
+
 /// `cargo xtask bench`.
 pub fn bench(
     cache_dir: Option<PathBuf>,
@@ -397,41 +444,72 @@ pub fn bench(
     let mut failed = false;
     let mut records = Vec::new();
     for arch in &arches {
-        let b = build_arch(&ctx, arch)?;
+        let b = build_arch(&ctx, arch, None)?;
         let append = format!(
-            "kunit.enable=0 vrs.modules=rust_ww_mutex_bench {}",
+            "kunit.enable=0 vrs.modules=rust_ww_mutex_bench,rust_arc_lockdep_bench {}",
             boot_args.append
         );
-        let out = boot(&ctx, &b, &append, boot_args.timeout, false, false)?;
-        for p in out.problems(arch) {
-            println!("{p}");
-        }
+        let run_dir = ctx.cache.run_dir(&b.machine.name)?;
+        let out = boot(&ctx, &b, &run_dir, &append, boot_args.timeout, false, false)?;
         let lines = parse_bench(&out.log);
-        let finished = out.log.contains("ww_bench: done");
-        if !finished || lines.is_empty() || !out.splats.is_empty() || out.error.is_some() {
-            println!(
-                "{arch}: the benchmark did not complete cleanly; serial log {}",
-                out.log_path.display()
-            );
-            failed = true;
-        }
-        println!("\n{arch} (TCG, debug config: PROVE_LOCKING, DEBUG_WW_MUTEX_SLOWPATH)");
-        println!(
-            "{:<26} {:>12} {:>12} {:>8}",
-            "case", "rust ns/op", "c ns/op", "ratio"
+        let arc_on = parse_arc_bench(&out.log);
+        failed |= !bench_boot_ok(arch, &out, "ww_bench: done", !lines.is_empty());
+        failed |= !bench_boot_ok(arch, &out, "arc_bench: done", !arc_on.is_empty());
+
+        let off = build_arch(&ctx, arch, Some(ARC_OFF_VARIANT))?;
+        let off_dir = ui::ensure_dir(run_dir.join(format!("bench-{ARC_OFF_VARIANT}")))?;
+        let append = format!(
+            "kunit.enable=0 vrs.modules=rust_ww_mutex_bench,rust_arc_lockdep_bench {}",
+            boot_args.append
         );
-        for l in &lines {
-            let ratio = if l.c_ns > 0.0 {
-                l.rust_ns / l.c_ns
-            } else {
-                f64::NAN
-            };
+        let out_off = boot(
+            &ctx,
+            &off,
+            &off_dir,
+            &append,
+            boot_args.timeout,
+            false,
+            false,
+        )?;
+        let arc_off = parse_arc_bench(&out_off.log);
+        failed |= !bench_boot_ok(arch, &out_off, "arc_bench: done", !arc_off.is_empty());
+
+        let lines_off = parse_bench(&out_off.log);
+        for (kernel, lines) in [("", &lines), (" (arc-lockdep-off kernel)", &lines_off)] {
             println!(
-                "{:<26} {:>12.0} {:>12.0} {:>8.3}",
-                l.case, l.rust_ns, l.c_ns, ratio
+                "\n{arch}{kernel} (TCG, debug config: PROVE_LOCKING, DEBUG_WW_MUTEX_SLOWPATH)"
             );
+            println!(
+                "{:<26} {:>12} {:>12} {:>8}",
+                "ww_mutex case", "rust ns/op", "c ns/op", "ratio"
+            );
+            for l in lines.iter() {
+                let ratio = if l.c_ns > 0.0 {
+                    l.rust_ns / l.c_ns
+                } else {
+                    f64::NAN
+                };
+                println!(
+                    "{:<26} {:>12.0} {:>12.0} {:>8.3}",
+                    l.case, l.rust_ns, l.c_ns, ratio
+                );
+                records.push(serde_json::json!({
+                    "arch": arch, "kernel": if kernel.is_empty() { "test" } else { ARC_OFF_VARIANT },
+                    "bench": "ww_mutex", "case": l.case, "rust_ns": l.rust_ns, "c_ns": l.c_ns, "ratio": ratio,
+                }));
+            }
+        }
+        println!(
+            "\n{:<26} {:>12} {:>12} {:>8}",
+            "Arc / implicit class case", "off ns/op", "on ns/op", "on/off"
+        );
+        for (case, on) in &arc_on {
+            let off = arc_off.iter().find(|(c, _)| c == case).map(|(_, v)| *v);
+            let ratio = off.filter(|o| *o > 0.0).map_or(f64::NAN, |o| on / o);
+            let off_s = off.map_or("-".to_string(), |o| format!("{o:.0}"));
+            println!("{case:<26} {off_s:>12} {on:>12.0} {ratio:>8.3}");
             records.push(serde_json::json!({
-                "arch": arch, "case": l.case, "rust_ns": l.rust_ns, "c_ns": l.c_ns, "ratio": ratio,
+                "arch": arch, "bench": "arc_lockdep", "case": case, "off_ns": off, "on_ns": on, "ratio": ratio,
             }));
         }
     }
@@ -564,6 +642,129 @@ fn rows_for(
     rows
 }
 
+/// The main test boot of `arch`: KUnit, the render check, no splats.
+#[allow(clippy::too_many_arguments)]
+fn main_boot(
+    ctx: &Ctx,
+    b: &Built,
+    arch: &str,
+    boot_args: &BootArgs,
+    filter: &Option<String>,
+    pattern: &Option<glob::Pattern>,
+    want_render: bool,
+    suites_text: &str,
+    rows: &mut Vec<Row>,
+    details: &mut Vec<String>,
+) -> Result<()> {
+    let mut append = String::new();
+    if let Some(f) = &filter {
+        append.push_str(&format!("kunit.filter_glob={f} "));
+    }
+    if want_render {
+        append.push_str("vrs.modules=virtio_gpu,virtio_gpu_rs vrs.run=drm-render ");
+    }
+    append.push_str(&boot_args.append);
+    let run_dir = ctx.cache.run_dir(arch)?;
+    let out = boot(
+        ctx,
+        b,
+        &run_dir,
+        &append,
+        boot_args.timeout,
+        want_render,
+        false,
+    )?;
+    let expected = expected_suites(suites_text, arch);
+    let r = rows_for(arch, &out, &expected, pattern, want_render);
+    details.extend(out.problems(arch));
+    if r.iter().any(|r| r.failed > 0) {
+        details.push(format!("{arch}: serial log {}", out.log_path.display()));
+    }
+    if let Some(p) = &out.screenshot {
+        details.push(format!("{arch}: screendump {}", p.display()));
+    }
+    details.push(format!(
+        "{arch}: boot took {}",
+        ui::fmt_duration(out.duration)
+    ));
+    if let Some(l) = out
+        .log
+        .lines()
+        .find_map(|l| l.split("virtgpu-rs: lockdep ").nth(1))
+    {
+        details.push(format!("{arch}: after the test boot, lockdep {}", l.trim()));
+    }
+    rows.extend(r);
+
+    Ok(())
+}
+
+/// The expected-splat boots of `arch` (`kunit/splats.toml`), one row each.
+#[allow(clippy::too_many_arguments)]
+fn splat_boots(
+    ctx: &Ctx,
+    main: &Built,
+    arch: &str,
+    boot_args: &BootArgs,
+    pattern: &Option<glob::Pattern>,
+    cases: &[splat_cases::Case],
+    rows: &mut Vec<Row>,
+    details: &mut Vec<String>,
+) -> Result<()> {
+    let mut variants: Vec<(String, Built)> = Vec::new();
+    for case in cases.iter().filter(|c| c.runs_on(arch)) {
+        let row_name = format!("splat:{}", case.name);
+        if pattern.as_ref().is_some_and(|p| !p.matches(&row_name)) {
+            continue;
+        }
+        let b = match &case.variant {
+            None => main,
+            Some(v) => {
+                if !variants.iter().any(|(n, _)| n == v) {
+                    variants.push((v.clone(), build_arch(ctx, arch, Some(v))?));
+                }
+                &variants
+                    .iter()
+                    .find(|(n, _)| n == v)
+                    .context("variant just built")?
+                    .1
+            }
+        };
+        let mut append = case.append();
+        if !boot_args.append.is_empty() {
+            append = format!("{append} {}", boot_args.append);
+        }
+        let run_dir = ui::ensure_dir(
+            ctx.cache
+                .run_dir(arch)?
+                .join(format!("splat-{}", case.name)),
+        )?;
+        let out = boot(ctx, b, &run_dir, &append, boot_args.timeout, false, false)?;
+        let saved = out.log_path.clone();
+        let verdict = case.judge(&out.log, &out.splats, out.error.as_deref());
+        let ok = verdict.is_ok();
+        if !ok {
+            details.push(format!(
+                "{arch}: splat case {}: serial log {}",
+                case.name,
+                saved.display()
+            ));
+        }
+        rows.push(Row {
+            arch: arch.into(),
+            name: row_name,
+            passed: ok as usize,
+            failed: (!ok) as usize,
+            skipped: 0,
+            note: match verdict {
+                Ok(s) => format!("ok: {s}"),
+                Err(e) => format!("FAILED: {e}"),
+            },
+        });
+    }
+    Ok(())
+}
+
 /// `cargo xtask test`.
 pub fn test(
     cache_dir: Option<PathBuf>,
@@ -584,43 +785,65 @@ pub fn test(
     let started = std::time::Instant::now();
     let ctx = prepare(cache_dir, kernel_src, &boot_args)?;
 
+    let cases = splat_cases::load(&ctx.project)?;
     let mut rows = Vec::new();
     let mut details = Vec::new();
     for arch in &arches {
-        let b = build_arch(&ctx, arch)?;
-        let mut append = String::new();
-        if let Some(f) = &filter {
-            append.push_str(&format!("kunit.filter_glob={f} "));
+        let b = build_arch(&ctx, arch, None)?;
+        let run_main = pattern
+            .as_ref()
+            .is_none_or(|p| !p.as_str().starts_with("splat:"));
+        if run_main {
+            main_boot(
+                &ctx,
+                &b,
+                arch,
+                &boot_args,
+                &filter,
+                &pattern,
+                want_render,
+                &suites_text,
+                &mut rows,
+                &mut details,
+            )?;
         }
-        if want_render {
-            append.push_str("vrs.modules=virtio_gpu,virtio_gpu_rs vrs.run=drm-render ");
+        splat_boots(
+            &ctx,
+            &b,
+            arch,
+            &boot_args,
+            &pattern,
+            &cases,
+            &mut rows,
+            &mut details,
+        )?;
+        let codegen_row = "arc_off_codegen";
+        if pattern.as_ref().is_none_or(|p| p.matches(codegen_row)) {
+            let off = build_arch(&ctx, arch, Some(ARC_OFF_VARIANT))?;
+            let v = ctx.arc_off_codegen(&off.machine, &off.kernel)?;
+            rows.push(Row {
+                arch: arch.clone(),
+                name: codegen_row.into(),
+                passed: v.ok as usize,
+                failed: (!v.ok) as usize,
+                skipped: 0,
+                note: if v.ok {
+                    format!("ok: {}", v.summary)
+                } else {
+                    format!("FAILED: {}", v.summary)
+                },
+            });
         }
-        append.push_str(&boot_args.append);
-        let out = boot(&ctx, &b, &append, boot_args.timeout, want_render, false)?;
-        let expected = expected_suites(&suites_text, arch);
-        let r = rows_for(arch, &out, &expected, &pattern, want_render);
-        details.extend(out.problems(arch));
-        if r.iter().any(|r| r.failed > 0) {
-            details.push(format!("{arch}: serial log {}", out.log_path.display()));
-        }
-        if let Some(p) = &out.screenshot {
-            details.push(format!("{arch}: screendump {}", p.display()));
-        }
-        details.push(format!(
-            "{arch}: boot took {}",
-            ui::fmt_duration(out.duration)
-        ));
-        rows.extend(r);
     }
 
     println!();
     println!(
-        "{:<8} {:<34} {:>6} {:>6} {:>6}  result",
+        "{:<8} {:<44} {:>6} {:>6} {:>6}  result",
         "arch", "suite", "pass", "fail", "skip"
     );
     for r in &rows {
         println!(
-            "{:<8} {:<34} {:>6} {:>6} {:>6}  {}",
+            "{:<8} {:<44} {:>6} {:>6} {:>6}  {}",
             r.arch, r.name, r.passed, r.failed, r.skipped, r.note
         );
     }
@@ -643,6 +866,12 @@ pub fn test(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn arc_bench_lines_are_parsed() {
+        let log = "[    2.0] rust_arc_lockdep_bench: arc_bench: clone_drop ns=48\n[    2.1] arc_bench: done\nnoise ns=3\n";
+        assert_eq!(parse_arc_bench(log), vec![("clone_drop".to_string(), 48.0)]);
+    }
 
     #[test]
     fn bench_lines_are_parsed() {

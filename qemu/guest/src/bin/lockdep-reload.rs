@@ -1,0 +1,151 @@
+//! Loads and unloads a module that makes implicit lock classes, many
+//! times, and checks that lockdep's class count does not grow with the
+//! count: the classes of an unloaded module are unregistered, and a reload
+//! reuses their entries.
+//!
+//! Usage: `lockdep-reload [module] [cycles]` (defaults:
+//! `rust_implicit_class_reload`, 50). After every unload, no class named
+//! after the module's source file may be left in /proc/lockdep, and after
+//! a warm-up, lock-classes in /proc/lockdep_stats may grow only by classes
+//! of other code that appeared meanwhile (listed). Prints the counts and a
+//! final `lockdep-reload: ok` or `lockdep-reload: FAILED: ...` line; exits
+//! 0 only on success.
+
+use std::process::{Command, ExitCode};
+
+/// The "lock-classes:" figure of /proc/lockdep_stats.
+fn lock_classes() -> Result<u64, String> {
+    let text = std::fs::read_to_string("/proc/lockdep_stats")
+        .map_err(|e| format!("cannot read /proc/lockdep_stats: {e} (is CONFIG_LOCKDEP on?)"))?;
+    text.lines()
+        .find_map(|l| {
+            let rest = l.trim().strip_prefix("lock-classes:")?;
+            rest.split_whitespace().next()?.parse().ok()
+        })
+        .ok_or_else(|| "no lock-classes line in /proc/lockdep_stats".to_string())
+}
+
+fn run(cmd: &str, args: &[&str]) -> Result<(), String> {
+    let st = Command::new(cmd)
+        .args(args)
+        .status()
+        .map_err(|e| format!("cannot run {cmd}: {e}"))?;
+    if st.success() {
+        Ok(())
+    } else {
+        Err(format!("{cmd} {} failed: {st}", args.join(" ")))
+    }
+}
+
+/// The class names in /proc/lockdep (the last field of each class line).
+fn class_names() -> Vec<String> {
+    let text = std::fs::read_to_string("/proc/lockdep").unwrap_or_default();
+    text.lines()
+        .filter(|l| l.starts_with(|c: char| c.is_ascii_hexdigit()) && l.contains(':'))
+        .filter_map(|l| l.rsplit_once(": ").map(|(_, n)| n.trim().to_string()))
+        .collect()
+}
+
+/// Cycles run before the count is compared: the first loads may make
+/// classes of their own that stay (the loader's, first-time paths).
+const WARM_UP: u32 = 5;
+
+/// What one run saw.
+struct Seen {
+    /// lock-classes after each cycle.
+    counts: Vec<u64>,
+    /// The largest number of the module's own classes left after an unload.
+    leftover: usize,
+    /// The smallest number of them while it was loaded.
+    while_loaded: usize,
+}
+
+fn check(module: &str, source: &str, cycles: u32) -> Result<String, String> {
+    let before = lock_classes()?;
+    let mut seen = Seen {
+        counts: Vec::new(),
+        leftover: 0,
+        while_loaded: usize::MAX,
+    };
+    let mut names_after_warm_up = Vec::new();
+    let ours = |names: &[String]| names.iter().filter(|n| n.contains(source)).count();
+    for i in 1..=cycles {
+        run("modprobe", &[module])?;
+        seen.while_loaded = seen.while_loaded.min(ours(&class_names()));
+        run("rmmod", &[module])?;
+        seen.counts.push(lock_classes()?);
+        let names = class_names();
+        seen.leftover = seen
+            .leftover
+            .max(names.iter().filter(|n| n.contains(source)).count());
+        if i == WARM_UP {
+            names_after_warm_up = names;
+        }
+    }
+    let at = |n: u32| seen.counts[(n - 1) as usize];
+    let summary = format!(
+        "lock-classes before={before} after 1 cycle={} after {WARM_UP}={} after {cycles}={}; \
+         classes of {source} while loaded: {}, left after an unload: {}",
+        at(1),
+        at(WARM_UP),
+        at(cycles),
+        seen.while_loaded,
+        seen.leftover
+    );
+    println!("lockdep-reload: {summary}");
+    if seen.while_loaded == 0 {
+        return Err(format!(
+            "no class of {source} was registered while the module was loaded"
+        ));
+    }
+    if seen.leftover != 0 {
+        return Err(format!(
+            "classes of {source} stayed registered after the module unloaded"
+        ));
+    }
+    // Other kernel code may register classes meanwhile (a timer's first
+    // run, say); only growth those do not explain counts against reloads.
+    let unrelated: Vec<String> = class_names()
+        .into_iter()
+        .filter(|n| !names_after_warm_up.contains(n))
+        .collect();
+    let grew = at(cycles).saturating_sub(at(WARM_UP));
+    if !unrelated.is_empty() {
+        println!(
+            "lockdep-reload: {} class(es) of other code appeared meanwhile: {}",
+            unrelated.len(),
+            unrelated.join(" | ")
+        );
+    }
+    if grew > unrelated.len() as u64 {
+        return Err(format!(
+            "the class count grew by {grew} after the warm-up, only {} of them other code's",
+            unrelated.len()
+        ));
+    }
+    Ok(summary)
+}
+
+fn main() -> ExitCode {
+    let mut args = std::env::args().skip(1);
+    let module = args
+        .next()
+        .unwrap_or_else(|| "rust_implicit_class_reload".into());
+    let cycles = args
+        .next()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(50u32)
+        .max(WARM_UP + 1);
+    // The module's classes are named after its source file.
+    let source = format!("{module}.rs:");
+    match check(&module, &source, cycles) {
+        Ok(_) => {
+            println!("lockdep-reload: ok");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            println!("lockdep-reload: FAILED: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -46,9 +46,12 @@
 //! - locking something else after [`EDEADLK`] without backing off: refused
 //!   with [`EDEADLK`].
 //!
-//! One case stays a run-time check: taking a mutex without a context while
-//! the same task has an acquire context of that class open. The types cannot
-//! see it; lockdep reports it as recursive locking.
+//! Two cases stay run-time checks, because the types cannot see what else
+//! the task holds: taking a mutex without a context while the same task has
+//! an acquire context of that class open, and opening a second acquire
+//! context of a class while one is open. Lockdep reports both as recursive
+//! locking; the expected-splat boots of `cargo xtask test`
+//! (`kunit/splats.toml`, module `rust_lockdep_splats`) check those reports.
 //!
 //! C reference: [`include/linux/ww_mutex.h`](srctree/include/linux/ww_mutex.h)
 //! and `Documentation/locking/ww-mutex-design.rst`.

@@ -29,7 +29,9 @@
 //!   locks of every location that fell back to the same slot share a class,
 //!   so lockdep may report a dependency between unrelated locks (a false
 //!   positive, named `rust_implicit_fallback`); it never misses one. A later
-//!   lookup of the same location tries to allocate again.
+//!   lookup of the same location tries to allocate again. The same fallback
+//!   serves a lookup that races with another CPU registering the class (or
+//!   registering it again after a reload): the lookup never waits.
 //! - **Module unload.** An entry records the module its location's file name
 //!   lives in. When a Rust module unloads, [`release_module`] (called by the
 //!   `module!` glue after the module is dropped, or after a failed init)
@@ -259,17 +261,28 @@ impl Entry {
 
     /// Records that `loc` (whose file-name string may live elsewhere) uses
     /// this entry: a location reached from outside the owning module pins
-    /// the entry.
-    fn note_use(&'static self, loc: &Location<'_>) {
+    /// the entry, so that the module's unload leaves it registered.
+    ///
+    /// Returns `false` if the entry stopped being `LIVE` meanwhile (its
+    /// module is unloading): the caller must not use its key.
+    fn note_use(&'static self, loc: &Location<'_>) -> bool {
         let f = loc.file().as_ptr();
         if self.file.load(Relaxed) == f {
-            return;
+            return true;
         }
         let owner = self.owner.load(Acquire);
         if !owner.is_null() && module_of(f) != owner {
-            self.owner.store(ptr::null_mut(), Release);
+            // Pin, then look at the state again. `release_module` does the
+            // opposite (state, then owner), both with full ordering, so at
+            // least one of the two sees the other: either the key is not
+            // unregistered, or it is not used here.
+            let _ = self.owner.cmpxchg(owner, ptr::null_mut(), Full);
+            if self.state.load(Acquire) != LIVE {
+                return false;
+            }
         }
         self.file.store(f, Relaxed);
+        true
     }
 }
 
@@ -335,10 +348,7 @@ fn find(
 /// caller falls back rather than wait.
 fn live(e: &'static Entry, loc: &'static Location<'static>) -> Option<ImplicitClass> {
     match e.state.load(Acquire) {
-        LIVE => {
-            e.note_use(loc);
-            Some(e.as_class())
-        }
+        LIVE => e.note_use(loc).then(|| e.as_class()),
         UNREGISTERED => {
             if e.state.cmpxchg(UNREGISTERED, REGISTERING, Full).is_err() {
                 return None;
@@ -354,7 +364,8 @@ fn live(e: &'static Entry, loc: &'static Location<'static>) -> Option<ImplicitCl
     }
 }
 
-/// Allocates, fills and registers a new entry whose `next` is `head`.
+/// Allocates and fills a new entry whose `next` is `head`; its key is
+/// registered once it is published.
 fn make_entry(
     loc: &'static Location<'static>,
     usage: Usage,
@@ -454,12 +465,21 @@ pub unsafe fn release_module(module: *mut bindings::module) {
             // SAFETY: published entries are never freed (invariant).
             let e = unsafe { &*p };
             if e.owner.load(Acquire) == module && e.state.cmpxchg(LIVE, REGISTERING, Full).is_ok() {
+                // Pinned meanwhile by a user outside the module (see
+                // `Entry::note_use`): keep it.
+                if e.owner.load(Acquire) != module {
+                    e.state.store(LIVE, Release);
+                    p = e.next;
+                    continue;
+                }
                 // SAFETY: the key is registered (it was LIVE) and no lock of
                 // the class remains (the module is gone); unregistering
                 // waits for RCU, which process context allows.
                 unsafe { bindings::lockdep_unregister_key(e.key.get()) };
                 // A class registered again is a new lockdep class: redo its set-up.
                 e.flags.store(0, Relaxed);
+                // The module's file-name string goes away with it.
+                e.file.store(ptr::null(), Relaxed);
                 e.state.store(UNREGISTERED, Release);
             }
             p = e.next;

@@ -19,6 +19,10 @@ pub struct Case {
     /// A guest program `/init` runs after loading `module`, if any.
     #[serde(default)]
     pub run: Option<String>,
+    /// KUnit suites (a glob) to run in this boot; every matching suite must
+    /// report and pass. Without it KUnit is off.
+    #[serde(default)]
+    pub kunit: Option<String>,
     /// How many reports the log must hold (0: the pattern must stay silent).
     pub splats: usize,
     /// Strings the log must show, in order, between the case's markers.
@@ -61,13 +65,17 @@ pub fn parse(text: &str) -> Result<Vec<Case>> {
                 c.name
             );
         }
-        if c.module.is_none() && c.run.is_none() {
+        if c.module.is_none() && c.run.is_none() && c.kunit.is_none() {
             bail!(
-                "case {:?} has neither a `module` nor a program to `run`",
+                "case {:?} has no `module`, no program to `run` and no `kunit` suites",
                 c.name
             );
         }
-        if c.module.is_none() && c.expect.is_empty() {
+        if let Some(g) = &c.kunit {
+            glob::Pattern::new(g)
+                .with_context(|| format!("case {:?}: `kunit` {g:?} is not a valid glob", c.name))?;
+        }
+        if c.module.is_none() && c.kunit.is_none() && c.expect.is_empty() {
             bail!(
                 "case {:?} has no module markers, so it needs `expect` lines to show it ran",
                 c.name
@@ -92,7 +100,10 @@ impl Case {
 
     /// The kernel command line that runs the case.
     pub fn append(&self) -> String {
-        let mut out = "kunit.enable=0".to_string();
+        let mut out = match &self.kunit {
+            Some(g) => format!("kunit.filter_glob={g}"),
+            None => "kunit.enable=0".to_string(),
+        };
         if let Some(module) = &self.module {
             let mut m = module.clone();
             for a in self.args.split_whitespace() {
@@ -143,6 +154,24 @@ impl Case {
                 None => return Err(format!("the case did not finish (no {done:?})")),
             }
         };
+        if let Some(g) = &self.kunit {
+            let pattern = glob::Pattern::new(g).map_err(|e| format!("bad glob {g:?}: {e}"))?;
+            let suites: Vec<_> = crate::ktap::parse(log)
+                .into_iter()
+                .filter(|s| pattern.matches(&s.name))
+                .collect();
+            if suites.is_empty() {
+                return Err(format!("no KUnit suite matching {g:?} reported"));
+            }
+            let bad: Vec<&str> = suites
+                .iter()
+                .filter(|s| !matches!(s.outcome, crate::ktap::Outcome::Pass))
+                .map(|s| s.name.as_str())
+                .collect();
+            if !bad.is_empty() {
+                return Err(format!("KUnit suite(s) did not pass: {}", bad.join(", ")));
+            }
+        }
         if splats.len() != self.splats {
             let kinds: Vec<String> = splats
                 .iter()
@@ -168,6 +197,7 @@ impl Case {
             }
         }
         Ok(match self.splats {
+            0 if self.kunit.is_some() => "suites passed, no report".into(),
             0 => "no report, as expected".into(),
             n => format!(
                 "{n} report(s) ({}) with all {} expected lines",
@@ -215,6 +245,15 @@ expect = ["possible recursive locking", "(A_acquire", "(A_acquire"]
         assert!(parse("[[case]]\nname='a'\nsplats=0\n").is_err());
         let r = &parse("[[case]]\nname='r'\nrun='p'\nsplats=0\nexpect=['p: ok']\n").unwrap()[0];
         assert_eq!(r.append(), "kunit.enable=0 vrs.run=p");
+        let k = &parse("[[case]]\nname='k'\nkunit='rust_*'\nsplats=0\n").unwrap()[0];
+        assert_eq!(k.append(), "kunit.filter_glob=rust_*");
+        let log = "KTAP version 1\n1..1\n    KTAP version 1\n    # Subtest: rust_a\n    1..1\n    ok 1 t\nok 1 rust_a\nvirtgpu-rs: init done\n";
+        assert!(k.judge(log, &[], None).is_ok());
+        let failing = log
+            .replace("    ok 1 t", "    not ok 1 t")
+            .replace("ok 1 rust_a", "not ok 1 rust_a");
+        assert!(k.judge(&failing, &[], None).is_err());
+        assert!(k.judge("virtgpu-rs: init done\n", &[], None).is_err());
         assert!(parse(&format!("{CASE}{CASE}")).is_err());
     }
 

@@ -46,6 +46,15 @@ fn class_names() -> Vec<String> {
         .collect()
 }
 
+/// How many classes carry each name.
+fn tally(names: &[String]) -> std::collections::HashMap<String, u64> {
+    let mut m = std::collections::HashMap::new();
+    for n in names {
+        *m.entry(n.clone()).or_insert(0) += 1;
+    }
+    m
+}
+
 /// Cycles run before the count is compared: the first loads may make
 /// classes of their own that stay (the loader's, first-time paths).
 const WARM_UP: u32 = 5;
@@ -105,22 +114,35 @@ fn check(module: &str, source: &str, cycles: u32) -> Result<String, String> {
     }
     // Other kernel code may register classes meanwhile (a timer's first
     // run, say); only growth those do not explain counts against reloads.
-    let unrelated: Vec<String> = class_names()
+    // Names are not unique (two keys may share one), so compare counts.
+    let mut added = tally(&class_names());
+    for (name, n) in tally(&names_after_warm_up) {
+        if let Some(now) = added.get_mut(&name) {
+            *now = now.saturating_sub(n);
+        }
+    }
+    let explained: u64 = added.values().sum();
+    let unrelated: Vec<String> = added
         .into_iter()
-        .filter(|n| !names_after_warm_up.contains(n))
+        .filter(|(_, n)| *n > 0)
+        .map(|(name, n)| {
+            if n > 1 {
+                format!("{name} (x{n})")
+            } else {
+                name
+            }
+        })
         .collect();
     let grew = at(cycles).saturating_sub(at(WARM_UP));
     if !unrelated.is_empty() {
         println!(
-            "lockdep-reload: {} class(es) of other code appeared meanwhile: {}",
-            unrelated.len(),
+            "lockdep-reload: class(es) of other code appeared meanwhile: {}",
             unrelated.join(" | ")
         );
     }
-    if grew > unrelated.len() as u64 {
+    if grew > explained {
         return Err(format!(
-            "the class count grew by {grew} after the warm-up, only {} of them other code's",
-            unrelated.len()
+            "the class count grew by {grew} after the warm-up, only {explained} of them other code's"
         ));
     }
     Ok(summary)

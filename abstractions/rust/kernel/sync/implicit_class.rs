@@ -180,12 +180,14 @@ unsafe impl Sync for ImplicitClass {}
 static TABLE: [Atomic<*mut Entry>; BUCKETS] = [const { Atomic::new(ptr::null_mut()) }; BUCKETS];
 
 /// Fallback classes for locks and for Arcs.
-// SAFETY: static storage, never dropped.
-static FALLBACK_LOCK: [LockClassKey; FALLBACKS] =
-    [const { unsafe { LockClassKey::new_static() } }; FALLBACKS];
-// SAFETY: static storage, never dropped.
-static FALLBACK_ARC: [LockClassKey; FALLBACKS] =
-    [const { unsafe { LockClassKey::new_static() } }; FALLBACKS];
+static FALLBACK_LOCK: [LockClassKey; FALLBACKS] = [const {
+    // SAFETY: the keys are in static storage and never dropped.
+    unsafe { LockClassKey::new_static() }
+}; FALLBACKS];
+static FALLBACK_ARC: [LockClassKey; FALLBACKS] = [const {
+    // SAFETY: the keys are in static storage and never dropped.
+    unsafe { LockClassKey::new_static() }
+}; FALLBACKS];
 
 /// Number of entries whose allocation failed (fallback used).
 static FALLBACK_COUNT: Atomic<i64> = Atomic::new(0);
@@ -216,7 +218,7 @@ fn module_of(addr: *const u8) -> *mut bindings::module {
     let _rcu = crate::sync::rcu::read_lock();
     // SAFETY: `__module_address` only compares `addr` with module ranges; it
     // must be called under RCU (held above) or with preemption off.
-    unsafe { bindings::__module_address(addr as usize as _) }
+    unsafe { bindings::__module_address(addr as usize as crate::ffi::c_ulong) }
 }
 
 #[cfg(not(CONFIG_MODULES))]
@@ -497,7 +499,7 @@ pub fn stats() -> (usize, usize, i64) {
             // SAFETY: published entries are never freed (invariant).
             let e = unsafe { &*p };
             all += 1;
-            live += (e.state.load(Relaxed) == LIVE) as usize;
+            live += usize::from(e.state.load(Relaxed) == LIVE);
             p = e.next;
         }
     }

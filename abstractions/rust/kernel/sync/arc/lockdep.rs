@@ -77,6 +77,10 @@ use core::{alloc::Layout, panic::Location, ptr::NonNull};
 pub(super) struct DropMap(Opaque<bindings::lockdep_map>);
 
 /// Allows any nesting of two maps of one Arc class (see the module docs).
+///
+/// # Safety
+///
+/// None: the maps are not read; lockdep calls it with two held maps.
 unsafe extern "C" fn nest_any(
     _a: *const bindings::lockdep_map,
     _b: *const bindings::lockdep_map,
@@ -122,25 +126,23 @@ impl DropMap {
         }
     }
 
+    /// The "ip" lockdep reports for the map: this file's acquire function,
+    /// so reports show an `Arc` drop; the backtrace gives the drop site.
+    fn ip() -> crate::ffi::c_ulong {
+        (Self::acquire as fn(&Self)) as usize as crate::ffi::c_ulong
+    }
+
     fn acquire(&self) {
         // SAFETY: the map is initialised (invariant). `read = 1`: a
         // non-recursive reader (module docs); `check = 1`: full validation.
         unsafe {
-            bindings::lock_acquire(
-                self.0.get(),
-                0,
-                0,
-                1,
-                1,
-                core::ptr::null_mut(),
-                Self::acquire as usize as _,
-            )
+            bindings::lock_acquire(self.0.get(), 0, 0, 1, 1, core::ptr::null_mut(), Self::ip())
         };
     }
 
     fn release(&self) {
         // SAFETY: the map is initialised and held by this task (acquired just before).
-        unsafe { bindings::lock_release(self.0.get(), Self::release as usize as _) };
+        unsafe { bindings::lock_release(self.0.get(), Self::ip()) };
     }
 
     /// Records a drop that may be the last: acquire and release at once.

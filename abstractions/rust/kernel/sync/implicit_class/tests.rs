@@ -243,6 +243,11 @@ mod arc {
         }
     }
 
+    /// The timer callback, in hard-IRQ context.
+    ///
+    /// # Safety
+    ///
+    /// `t` must be the `timer` field of a live `Timer`.
     unsafe extern "C" fn fire(t: *mut bindings::hrtimer) -> bindings::hrtimer_restart {
         // SAFETY: `timer` is the first field of `Timer`, which is `repr(C)`
         // and outlives the timer (the test waits for `fired`).

@@ -165,10 +165,19 @@ type Case = (&'static str, fn() -> Result);
 
 /// The cases, numbered from 1 in this order (the `case=` parameter).
 const CASES: &[Case] = &[
-    ("ww_lock_without_ctx_inside_ctx", ww_lock_without_ctx_inside_ctx),
+    (
+        "ww_lock_without_ctx_inside_ctx",
+        ww_lock_without_ctx_inside_ctx,
+    ),
     ("ww_two_contexts_in_one_task", ww_two_contexts_in_one_task),
-    ("arc_last_drop_holding_its_lock", arc_last_drop_holding_its_lock),
-    ("arc_non_last_drop_holding_its_lock", arc_non_last_drop_holding_its_lock),
+    (
+        "arc_last_drop_holding_its_lock",
+        arc_last_drop_holding_its_lock,
+    ),
+    (
+        "arc_non_last_drop_holding_its_lock",
+        arc_non_last_drop_holding_its_lock,
+    ),
     ("arc_drop_inverts_two_locks", arc_drop_inverts_two_locks),
 ];
 

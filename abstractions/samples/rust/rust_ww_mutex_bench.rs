@@ -19,7 +19,7 @@ use kernel::{
     prelude::*,
     sync::{
         atomic::{Acquire, Atomic, Full, Relaxed, Release},
-        lock::ww_mutex::{AcquireCtx, Lockable, LockSet, Mutex},
+        lock::ww_mutex::{AcquireCtx, LockSet, Lockable, Mutex},
         Arc, Completion,
     },
     time::{Instant, Monotonic},
@@ -79,9 +79,8 @@ fn c_lock_all_loop(locks: &Locks, n: usize, iters: u32) -> Result<i64> {
         ptrs.push(m.as_raw().cast::<c_void>(), GFP_KERNEL)?;
     }
     // SAFETY: `ptrs` holds `n` initialised mutexes of `BENCH`, alive for the call.
-    let ns = unsafe {
-        ww_bench_c_lock_all(ptrs.as_mut_ptr(), n as u32, BENCH.as_raw().cast(), iters)
-    };
+    let ns =
+        unsafe { ww_bench_c_lock_all(ptrs.as_mut_ptr(), n as u32, BENCH.as_raw().cast(), iters) };
     if ns < 0 {
         return Err(Error::from_errno(ns as i32));
     }
@@ -159,14 +158,20 @@ fn contended(locks: &Locks, n: usize, iters: u32, use_c: bool) -> Result<i64> {
 fn report(case: &CStr, rust: i64, c: i64, ops: u32) {
     let ops = i64::from(ops.max(1));
     // `checked_div`: no overflow panic path (which objtool cannot follow).
-    let (r, c) = (rust.checked_div(ops).unwrap_or(0), c.checked_div(ops).unwrap_or(0));
+    let (r, c) = (
+        rust.checked_div(ops).unwrap_or(0),
+        c.checked_div(ops).unwrap_or(0),
+    );
     pr_info!("ww_bench: {} rust_ns={} c_ns={}\n", case, r, c);
 }
 
 fn run() -> Result {
     let mut v = KVec::with_capacity(MAX_LOCKS, GFP_KERNEL)?;
     for _ in 0..MAX_LOCKS {
-        v.push(KBox::pin_init(Mutex::new((), &BENCH), GFP_KERNEL)?, GFP_KERNEL)?;
+        v.push(
+            KBox::pin_init(Mutex::new((), &BENCH), GFP_KERNEL)?,
+            GFP_KERNEL,
+        )?;
     }
     let locks: Locks = Arc::new(v, GFP_KERNEL)?;
 

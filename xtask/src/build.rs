@@ -104,9 +104,15 @@ impl Ctx {
     }
 
     fn make(&self, m: &Machine, build_dir: &Path) -> Cmd {
+        self.make_in(&self.tree, m, build_dir)
+    }
+
+    /// `make` on the kernel tree `src` (the overlay's build tree, or the
+    /// pristine source) with the output in `build_dir`.
+    pub fn make_in(&self, src: &Path, m: &Machine, build_dir: &Path) -> Cmd {
         Cmd::new("make")
             .arg("-C")
-            .arg(&self.tree)
+            .arg(src)
             .arg(format!("O={}", build_dir.display()))
             .arg(format!("ARCH={}", m.kernel_arch))
             .arg("LLVM=1")

@@ -17,11 +17,7 @@ use anyhow::{Context, Result};
 use std::collections::BTreeMap;
 use std::path::Path;
 
-/// The outcome: whether the code matched, and a one-line summary.
-pub struct Verdict {
-    pub ok: bool,
-    pub summary: String,
-}
+use crate::report::Verdict;
 
 /// Functions left out of the comparison: the module glue, which our
 /// `module!` extends (it releases the module's implicit classes).
@@ -158,15 +154,7 @@ impl Ctx {
         )))?;
         let log = pristine.join("build.log");
         let hint = format!("see {}", log.display());
-        let make = |src: &Path, o: &Path| {
-            Cmd::new("make")
-                .arg("-C")
-                .arg(src)
-                .arg(format!("O={}", o.display()))
-                .arg(format!("ARCH={}", m.kernel_arch))
-                .arg("LLVM=1")
-                .arg(format!("-j{}", self.jobs))
-        };
+        let make = |src: &Path, o: &Path| self.make_in(src, m, o);
         Phase::start(format!("arc-off codegen {}", m.name)).run(
             |phase| {
                 let stamp = pristine.join("prepared.stamp");

@@ -3,7 +3,7 @@
 //! Written as an uncompressed newc cpio (the kernel always understands it).
 //! What goes in:
 //!
-//! - `/init` from `qemu/initramfs/init` (see that file for its options);
+//! - `/init`: the guest crate's `vrs-init` (see it for what it does);
 //! - `/bin/busybox` (the init installs the applet links at boot);
 //! - `/lib/modules/<release>/` from `modules_install`;
 //! - every program listed in `qemu/initramfs/programs`, from the guest build,
@@ -148,9 +148,11 @@ pub fn build(
     ] {
         ird.dir(d);
     }
+    let init = programs.join("vrs-init");
     ird.file(
         "init",
-        std::fs::read(project.join("qemu/initramfs/init"))?,
+        std::fs::read(&init)
+            .with_context(|| format!("reading /init's program {}", init.display()))?,
         0o755,
     );
     ird.file("bin/busybox", std::fs::read(busybox)?, 0o755);

@@ -2,17 +2,22 @@
 //!
 //! See README.md for the commands and what they print.
 
+mod boot;
 mod build;
+mod cmd;
 mod codegen;
+mod guest_log;
+mod igt;
 mod initramfs;
 mod kconfig;
 mod ktap;
 mod machine;
 mod overlay;
+mod packages;
 mod paths;
 mod qemu;
 mod render;
-mod run;
+mod report;
 mod source;
 mod splat;
 mod splat_cases;
@@ -22,6 +27,8 @@ mod ui;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+
+use boot::Driver;
 
 #[derive(Parser)]
 #[command(
@@ -72,22 +79,40 @@ enum Command {
         /// Open a QEMU window instead of running headless.
         #[arg(long)]
         display: bool,
+        /// The driver that draws (until the Rust driver scans out, `c`).
+        #[arg(long, value_enum, default_value = "c")]
+        driver: Driver,
     },
     /// Build and boot every architecture, run every KUnit suite and the
     /// render check; exit 0 only if all pass.
     Test {
         #[command(flatten)]
         boot: BootArgs,
-        /// Only run suites matching this glob (KUnit's filter_glob; `render`
-        /// names the render check).
+        /// Only run suites matching this glob (KUnit's filter_glob; also
+        /// matched against every other row: `render`, `drm_render`,
+        /// `splat:<case>`, ...). A glob that selects nothing fails.
         #[arg(long)]
         filter: Option<String>,
+        /// The driver the guest programs run under.
+        #[arg(long, value_enum, default_value = "c")]
+        driver: Driver,
     },
     /// Run the benchmarks in the guest (Rust API against the same C loops,
     /// same boot) and print ns per operation with the Rust/C ratio.
     Bench {
         #[command(flatten)]
         boot: BootArgs,
+        /// Load this driver in the benchmark boot.
+        #[arg(long, value_enum)]
+        driver: Option<Driver>,
+    },
+    /// Run IGT in an x86_64 guest under one driver and judge the results
+    /// against the driver's expectations (qemu/igt/<driver>-*.txt).
+    Igt {
+        #[command(flatten)]
+        boot: BootArgs,
+        #[command(flatten)]
+        igt: cmd::igt::IgtArgs,
     },
     /// Build the kernels and guest programs without booting.
     Build {
@@ -109,13 +134,26 @@ fn main() {
     let cli = Cli::parse();
     ui::set_verbose(cli.verbose);
     let r = match cli.cmd {
-        Command::Setup => run::setup(cli.cache_dir, cli.kernel_src).map(|_| 0),
-        Command::Qemu { boot, display } => run::qemu(cli.cache_dir, cli.kernel_src, boot, display),
-        Command::Test { boot, filter } => run::test(cli.cache_dir, cli.kernel_src, boot, filter),
-        Command::Bench { boot } => run::bench(cli.cache_dir, cli.kernel_src, boot),
-        Command::Build { boot } => run::build_only(cli.cache_dir, cli.kernel_src, boot).map(|_| 0),
-        Command::Fmt { check } => run::fmt(cli.cache_dir, cli.kernel_src, check),
-        Command::Clean => run::clean(cli.cache_dir).map(|_| 0),
+        Command::Setup => cmd::setup::setup(cli.cache_dir, cli.kernel_src).map(|_| 0),
+        Command::Qemu {
+            boot,
+            display,
+            driver,
+        } => cmd::qemu::run(cli.cache_dir, cli.kernel_src, boot, driver, display),
+        Command::Test {
+            boot,
+            filter,
+            driver,
+        } => cmd::test::run_all(cli.cache_dir, cli.kernel_src, boot, filter, driver),
+        Command::Bench { boot, driver } => {
+            cmd::bench::run(cli.cache_dir, cli.kernel_src, boot, driver)
+        }
+        Command::Igt { boot, igt } => cmd::igt::run(cli.cache_dir, cli.kernel_src, boot, igt),
+        Command::Build { boot } => {
+            cmd::setup::build_only(cli.cache_dir, cli.kernel_src, boot).map(|_| 0)
+        }
+        Command::Fmt { check } => cmd::setup::fmt(cli.cache_dir, cli.kernel_src, check),
+        Command::Clean => cmd::setup::clean(cli.cache_dir).map(|_| 0),
     };
     match r {
         Ok(code) => std::process::exit(code),

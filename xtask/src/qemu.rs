@@ -34,6 +34,8 @@ pub struct Guest {
     started: Instant,
     timeout: Duration,
     exited: bool,
+    /// Bytes of the serial log already echoed (`-v`).
+    echoed: usize,
 }
 
 impl Guest {
@@ -43,8 +45,10 @@ impl Guest {
         let qmp = spec.run_dir.join("qmp.sock");
         let _ = std::fs::remove_file(&log);
         let _ = std::fs::remove_file(&qmp);
+        // printk.devkmsg=on: /init writes every line through /dev/kmsg,
+        // which would otherwise be rate limited.
         let append = format!(
-            "console={} panic=-1 oops=panic {}",
+            "console={} panic=-1 oops=panic printk.devkmsg=on {}",
             spec.machine.console, spec.append
         );
         let mut c = Cmd::new(&spec.machine.qemu)
@@ -82,6 +86,7 @@ impl Guest {
             started: Instant::now(),
             timeout: spec.timeout,
             exited: false,
+            echoed: 0,
         })
     }
 
@@ -90,6 +95,18 @@ impl Guest {
         std::fs::read(&self.log)
             .map(|b| String::from_utf8_lossy(&b).into_owned())
             .unwrap_or_default()
+    }
+
+    /// With `-v`, prints the serial log's new complete lines to stderr.
+    fn echo(&mut self, text: &str) {
+        if !ui::verbose() || text.len() <= self.echoed {
+            return;
+        }
+        let new = &text[self.echoed..];
+        if let Some(end) = new.rfind('\n') {
+            eprint!("{}", &new[..=end]);
+            self.echoed += end + 1;
+        }
     }
 
     /// Time since QEMU started.
@@ -137,6 +154,7 @@ impl Guest {
     pub fn wait_line(&mut self, needle: &str, phase: &Phase) -> Result<Option<String>> {
         loop {
             let text = self.log_text();
+            self.echo(&text);
             if let Some(l) = text.lines().find(|l| l.contains(needle)) {
                 return Ok(Some(l.to_string()));
             }
@@ -156,13 +174,16 @@ impl Guest {
     /// Waits for QEMU to exit (the guest powers off). Times out as a hang.
     pub fn wait_exit(&mut self, phase: &Phase) -> Result<()> {
         loop {
-            if self.check_exit()? {
+            let exited = self.check_exit()?;
+            let text = self.log_text();
+            self.echo(&text);
+            if exited {
                 return Ok(());
             }
             if self.started.elapsed() > self.timeout {
                 return Err(self.hung());
             }
-            if let Some(last) = self.log_text().lines().last() {
+            if let Some(last) = text.lines().last() {
                 phase.status(crate::ktap::strip_timestamp(last).trim());
             }
             std::thread::sleep(Duration::from_millis(200));

@@ -2,6 +2,8 @@
 
 use std::path::Path;
 
+use crate::report::Verdict;
+
 use anyhow::{bail, Context, Result};
 
 /// A decoded screendump.
@@ -34,12 +36,6 @@ pub fn load_png(path: &Path) -> Result<Image> {
         height: info.height,
         rgb,
     })
-}
-
-/// The verdict on one screendump.
-pub struct Verdict {
-    pub ok: bool,
-    pub summary: String,
 }
 
 /// Compares `img` with the pattern for `arch` at the expected size.

@@ -5,6 +5,7 @@ use crate::splat::Splat;
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use std::path::Path;
+use virtgpu_protocol::Step;
 
 /// One expected-splat case.
 #[derive(Clone, Debug, Deserialize)]
@@ -98,24 +99,30 @@ impl Case {
         self.arches.is_empty() || self.arches.iter().any(|a| a == arch)
     }
 
-    /// The kernel command line that runs the case.
-    pub fn append(&self) -> String {
-        let mut out = match &self.kunit {
+    /// KUnit's kernel argument for the case: its suites, or KUnit off.
+    pub fn kunit_arg(&self) -> String {
+        match &self.kunit {
             Some(g) => format!("kunit.filter_glob={g}"),
             None => "kunit.enable=0".to_string(),
-        };
+        }
+    }
+
+    /// What `/init` does for the case: load the module, run the program.
+    pub fn steps(&self) -> Vec<Step> {
+        let mut steps = Vec::new();
         if let Some(module) = &self.module {
-            let mut m = module.clone();
-            for a in self.args.split_whitespace() {
-                m.push(':');
-                m.push_str(a);
-            }
-            out.push_str(&format!(" vrs.modules={m}"));
+            steps.push(Step::Load {
+                module: module.clone(),
+                params: self.args.split_whitespace().map(str::to_string).collect(),
+            });
         }
         if let Some(p) = &self.run {
-            out.push_str(&format!(" vrs.run={p}"));
+            steps.push(Step::Run {
+                program: p.clone(),
+                args: Vec::new(),
+            });
         }
-        out
+        steps
     }
 
     fn marker(&self, what: &str) -> String {
@@ -134,7 +141,7 @@ impl Case {
         if let Some(e) = boot_error {
             return Err(format!("boot failed: {}", e.lines().next().unwrap_or("")));
         }
-        if !log.contains("virtgpu-rs: init done") {
+        if !crate::guest_log::GuestLog::read(log).init_done() {
             return Err("/init did not finish".into());
         }
         let region = if self.module.is_none() {
@@ -239,14 +246,16 @@ expect = ["possible recursive locking", "(A_acquire", "(A_acquire"]
     #[test]
     fn parses_and_builds_the_command_line() {
         let c = &parse(CASE).unwrap()[0];
-        assert_eq!(c.append(), "kunit.enable=0 vrs.modules=m:case=2:x=1");
+        assert_eq!(c.kunit_arg(), "kunit.enable=0");
+        assert_eq!(Step::cmdline(&c.steps()), "vrs.steps=load:m:case=2:x=1");
         assert!(c.runs_on("arm64"));
         assert!(parse("[[case]]\nname='a'\nmodule='m'\nsplats=1\n").is_err());
         assert!(parse("[[case]]\nname='a'\nsplats=0\n").is_err());
         let r = &parse("[[case]]\nname='r'\nrun='p'\nsplats=0\nexpect=['p: ok']\n").unwrap()[0];
-        assert_eq!(r.append(), "kunit.enable=0 vrs.run=p");
+        assert_eq!(Step::cmdline(&r.steps()), "vrs.steps=run:p");
         let k = &parse("[[case]]\nname='k'\nkunit='rust_*'\nsplats=0\n").unwrap()[0];
-        assert_eq!(k.append(), "kunit.filter_glob=rust_*");
+        assert_eq!(k.kunit_arg(), "kunit.filter_glob=rust_*");
+        assert!(k.steps().is_empty());
         let log = "KTAP version 1\n1..1\n    KTAP version 1\n    # Subtest: rust_a\n    1..1\n    ok 1 t\nok 1 rust_a\nvirtgpu-rs: init done\n";
         assert!(k.judge(log, &[], None).is_ok());
         let failing = log

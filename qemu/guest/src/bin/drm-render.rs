@@ -5,15 +5,17 @@
 //! mode (atomic when the driver offers it, legacy `SETCRTC` otherwise) and then
 //! keeps flipping between the buffers, bumping the frame counter each time.
 //!
-//! It prints `virtgpu-rs: render ready <w>x<h>` once the first frame is on
-//! screen (xtask takes its screendump then) and `virtgpu-rs: render done
-//! frames=<n>` at the end. Any error is printed and gives exit status 1.
+//! It reports KTAP (suite `drm_render`, one case per stage; after a failed
+//! stage the rest are skipped) and prints `virtgpu-rs: render ready <w>x<h>`
+//! once the first frame is on screen (xtask takes its screendump then).
+//! Exit status 0 only when every case passed.
 //!
 //! Usage: `drm-render [--card PATH] [--arch NAME] [--seconds N]`; without
 //! `--seconds` it runs for `vrs.render_seconds=N` from the kernel command line,
 //! or 10 seconds.
 
 use std::os::fd::{AsFd, BorrowedFd};
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use drm::buffer::{Buffer as _, DrmFourcc};
@@ -23,6 +25,8 @@ use drm::control::{
     Device as ControlDevice, Mode, PlaneType,
 };
 use drm::{ClientCapability, Device};
+use virtgpu_protocol::ktap::Chain;
+use virtgpu_protocol::{cmdline_value, key, RENDER_READY};
 
 type Result<T> = std::result::Result<T, String>;
 
@@ -65,10 +69,7 @@ fn parse_args() -> Result<Options> {
 /// `vrs.render_seconds=N` from the kernel command line, if present.
 fn seconds_from_cmdline() -> Option<u64> {
     let cmdline = std::fs::read_to_string("/proc/cmdline").ok()?;
-    cmdline
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("vrs.render_seconds="))
-        .and_then(|v| v.parse().ok())
+    cmdline_value(&cmdline, key::RENDER_SECONDS).and_then(|v| v.parse().ok())
 }
 
 /// One scanout buffer: the dumb buffer and its framebuffer object.
@@ -209,14 +210,14 @@ impl Scanout {
                 card.atomic_commit(AtomicCommitFlags::ALLOW_MODESET, req),
                 "atomic modeset",
             )?;
-            println!("virtgpu-rs: render modeset atomic");
+            println!("    # modeset atomic");
             Ok(Scanout::Atomic { plane, fb_id })
         } else {
             ctx(
                 card.set_crtc(crtc, Some(fb), (0, 0), &[con], Some(mode)),
                 "legacy SETCRTC",
             )?;
-            println!("virtgpu-rs: render modeset legacy");
+            println!("    # modeset legacy");
             Ok(Scanout::Legacy)
         }
     }
@@ -240,21 +241,32 @@ impl Scanout {
     }
 }
 
-fn run(o: &Options) -> Result<()> {
+/// The cases of the `drm_render` suite, in the order they run.
+const CASES: &[&str] = &[
+    "open_card",
+    "driver_version",
+    "connector_and_mode",
+    "dumb_buffers",
+    "draw_pattern",
+    "modeset",
+    "first_frame",
+    "flips",
+    "cleanup",
+];
+
+fn open(card: &str) -> Result<Card> {
     let file = ctx(
         std::fs::OpenOptions::new()
             .read(true)
             .write(true)
-            .open(&o.card),
-        &format!("opening {}", o.card),
+            .open(card),
+        &format!("opening {card}"),
     )?;
-    let card = Card(file);
-    let driver = ctx(card.get_driver(), "DRM_IOCTL_VERSION")?;
-    println!(
-        "virtgpu-rs: render driver {}",
-        driver.name().to_string_lossy()
-    );
+    Ok(Card(file))
+}
 
+/// The connected connector, its preferred mode and the first CRTC.
+fn pick(card: &Card) -> Result<(connector::Info, Mode, crtc::Handle)> {
     let res = ctx(card.resource_handles(), "reading resources")?;
     let con = res
         .connectors()
@@ -273,14 +285,10 @@ fn run(o: &Options) -> Result<()> {
         .copied()
         .ok_or("the connector has no modes")?;
     let crtc = *res.crtcs().first().ok_or("no CRTC")?;
-    let (w, h) = mode.size();
-    println!(
-        "virtgpu-rs: render mode {}x{} on {:?}",
-        w,
-        h,
-        con.interface()
-    );
+    Ok((con, mode, crtc))
+}
 
+fn buffers(card: &Card, w: u16, h: u16) -> Result<Vec<Buffer>> {
     let mut bufs = Vec::new();
     for _ in 0..2 {
         let db = ctx(
@@ -290,34 +298,67 @@ fn run(o: &Options) -> Result<()> {
         let fb = ctx(card.add_framebuffer(&db, 24, 32), "ADDFB")?;
         bufs.push(Buffer { db, fb });
     }
-    for b in bufs.iter_mut() {
-        draw(&card, b, &o.arch, 0, true)?;
-    }
-    let scanout = Scanout::set_mode(&card, con.handle(), crtc, mode, bufs[0].fb)?;
-    scanout.show(&card, bufs[0].fb, w, h)?;
-    println!("virtgpu-rs: render ready {w}x{h}");
+    Ok(bufs)
+}
+
+/// Runs the suite; false if a case failed.
+fn run(o: &Options) -> bool {
+    let mut k = Chain::start("drm_render", CASES);
+    let ok = run_cases(o, &mut k).is_some();
+    k.finish() && ok
+}
+
+fn run_cases(o: &Options, k: &mut Chain) -> Option<()> {
+    let card = k.case(open(&o.card))?;
+    let driver = k.case(ctx(card.get_driver(), "DRM_IOCTL_VERSION"))?;
+    let name = driver.name().to_string_lossy().into_owned();
+    k.suite().diag(&format!("driver {name}"));
+    let (con, mode, crtc) = k.case(pick(&card))?;
+    let (w, h) = mode.size();
+    k.suite()
+        .diag(&format!("mode {w}x{h} on {:?}", con.interface()));
+    let mut bufs = k.case(buffers(&card, w, h))?;
+    k.case(
+        bufs.iter_mut()
+            .try_for_each(|b| draw(&card, b, &o.arch, 0, true)),
+    )?;
+    let scanout = k.case(Scanout::set_mode(
+        &card,
+        con.handle(),
+        crtc,
+        mode,
+        bufs[0].fb,
+    ))?;
+    k.case(scanout.show(&card, bufs[0].fb, w, h))?;
+    println!("{RENDER_READY}{w}x{h}");
 
     let start = Instant::now();
     let mut frame = 0u64;
-    while start.elapsed() < Duration::from_secs(o.seconds) {
-        frame += 1;
-        let b = &mut bufs[(frame % 2) as usize];
-        draw(&card, b, &o.arch, frame, false)?;
-        scanout.show(&card, b.fb, w, h)?;
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    println!("virtgpu-rs: render done frames={frame}");
-    for b in bufs {
+    let flips = (|| -> Result<u64> {
+        while start.elapsed() < Duration::from_secs(o.seconds) {
+            frame += 1;
+            let b = &mut bufs[(frame % 2) as usize];
+            draw(&card, b, &o.arch, frame, false)?;
+            scanout.show(&card, b.fb, w, h)?;
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(frame)
+    })();
+    let frames = k.case(flips)?;
+    k.suite().diag(&format!("{frames} frames"));
+    k.case(bufs.into_iter().try_for_each(|b| -> Result<()> {
         ctx(card.destroy_framebuffer(b.fb), "RMFB")?;
-        ctx(card.destroy_dumb_buffer(b.db), "destroying a dumb buffer")?;
-    }
-    Ok(())
+        ctx(card.destroy_dumb_buffer(b.db), "destroying a dumb buffer")
+    }))
 }
 
-fn main() {
-    let result = parse_args().and_then(|o| run(&o));
-    if let Err(e) = result {
-        println!("virtgpu-rs: render error: {e}");
-        std::process::exit(1);
+fn main() -> ExitCode {
+    match parse_args() {
+        Ok(o) if run(&o) => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("drm-render: {e}");
+            ExitCode::from(2)
+        }
     }
 }

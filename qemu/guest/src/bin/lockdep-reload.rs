@@ -7,11 +7,13 @@
 //! `rust_implicit_class_reload`, 50). After every unload, no class named
 //! after the module's source file may be left in /proc/lockdep, and after
 //! a warm-up, lock-classes in /proc/lockdep_stats may grow only by classes
-//! of other code that appeared meanwhile (listed). Prints the counts and a
-//! final `lockdep-reload: ok` or `lockdep-reload: FAILED: ...` line; exits
-//! 0 only on success.
+//! of other code that appeared meanwhile (listed). Reports KTAP (suite
+//! `lockdep_reload`, one case per check, the counts as diagnostics); exits
+//! 0 only when every case passed.
 
 use std::process::{Command, ExitCode};
+
+use virtgpu_protocol::ktap::Suite;
 
 /// The "lock-classes:" figure of /proc/lockdep_stats.
 fn lock_classes() -> Result<u64, String> {
@@ -69,7 +71,8 @@ struct Seen {
     while_loaded: usize,
 }
 
-fn check(module: &str, source: &str, cycles: u32) -> Result<String, String> {
+/// Loads and unloads `module` `cycles` times and reports the suite's cases.
+fn check(k: &mut Suite, module: &str, source: &str, cycles: u32) -> Result<(), String> {
     let before = lock_classes()?;
     let mut seen = Seen {
         counts: Vec::new(),
@@ -91,8 +94,9 @@ fn check(module: &str, source: &str, cycles: u32) -> Result<String, String> {
             names_after_warm_up = names;
         }
     }
+    k.pass("load_unload_cycles");
     let at = |n: u32| seen.counts[(n - 1) as usize];
-    let summary = format!(
+    k.diag(&format!(
         "lock-classes before={before} after 1 cycle={} after {WARM_UP}={} after {cycles}={}; \
          classes of {source} while loaded: {}, left after an unload: {}",
         at(1),
@@ -100,17 +104,22 @@ fn check(module: &str, source: &str, cycles: u32) -> Result<String, String> {
         at(cycles),
         seen.while_loaded,
         seen.leftover
-    );
-    println!("lockdep-reload: {summary}");
+    ));
     if seen.while_loaded == 0 {
-        return Err(format!(
-            "no class of {source} was registered while the module was loaded"
-        ));
+        k.fail(
+            "classes_registered_while_loaded",
+            &format!("no class of {source} was registered while the module was loaded"),
+        );
+    } else {
+        k.pass("classes_registered_while_loaded");
     }
     if seen.leftover != 0 {
-        return Err(format!(
-            "classes of {source} stayed registered after the module unloaded"
-        ));
+        k.fail(
+            "classes_released_on_unload",
+            &format!("classes of {source} stayed registered after the module unloaded"),
+        );
+    } else {
+        k.pass("classes_released_on_unload");
     }
     // Other kernel code may register classes meanwhile (a timer's first
     // run, say); only growth those do not explain counts against reloads.
@@ -135,17 +144,22 @@ fn check(module: &str, source: &str, cycles: u32) -> Result<String, String> {
         .collect();
     let grew = at(cycles).saturating_sub(at(WARM_UP));
     if !unrelated.is_empty() {
-        println!(
-            "lockdep-reload: class(es) of other code appeared meanwhile: {}",
+        k.diag(&format!(
+            "class(es) of other code appeared meanwhile: {}",
             unrelated.join(" | ")
-        );
-    }
-    if grew > explained {
-        return Err(format!(
-            "the class count grew by {grew} after the warm-up, only {explained} of them other code's"
         ));
     }
-    Ok(summary)
+    if grew > explained {
+        k.fail(
+            "class_count_flat_after_warm_up",
+            &format!(
+                "the class count grew by {grew} after the warm-up, only {explained} of them other code's"
+            ),
+        );
+    } else {
+        k.pass("class_count_flat_after_warm_up");
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -160,14 +174,13 @@ fn main() -> ExitCode {
         .max(WARM_UP + 1);
     // The module's classes are named after its source file.
     let source = format!("{module}.rs:");
-    match check(&module, &source, cycles) {
-        Ok(_) => {
-            println!("lockdep-reload: ok");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            println!("lockdep-reload: FAILED: {e}");
-            ExitCode::FAILURE
-        }
+    let mut k = Suite::start("lockdep_reload", Some(4));
+    if let Err(e) = check(&mut k, &module, &source, cycles) {
+        k.fail("load_unload_cycles", &e);
+    }
+    if k.finish() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }

@@ -1,0 +1,224 @@
+//! Calls the DRM uapi of `/dev/dri/card0` with valid and invalid arguments
+//! and prints one canonical line per call, prefixed `transcript: `.
+//!
+//! xtask runs it under one driver, reloads (or swaps) the driver and runs it
+//! again: the transcripts must be identical, so every errno, size and value
+//! the Rust driver returns is the C driver's. Lines hold nothing that varies
+//! between two correct runs (no mmap offsets, no fds).
+//!
+//! It also reports KTAP (suite `drm_uapi`): a valid call must succeed and an
+//! invalid one must fail; which errno it fails with is the transcript's
+//! business.
+//!
+//! Usage: `drm-uapi [CARD]` (default `/dev/dri/card0`).
+
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::process::ExitCode;
+
+use drm_ffi as ffi;
+use virtgpu_protocol::ktap::Suite;
+use virtgpu_protocol::TRANSCRIPT;
+
+/// What the calls are judged by.
+#[derive(Clone, Copy)]
+enum Want {
+    Success,
+    Failure,
+}
+
+struct Calls {
+    k: Suite,
+}
+
+fn errno(e: &io::Error) -> String {
+    match e.raw_os_error() {
+        Some(n) => format!("errno {n}"),
+        None => format!("error {e}"),
+    }
+}
+
+impl Calls {
+    /// Prints the transcript line of `case` and reports whether it went as
+    /// `want`s.
+    fn call<T>(
+        &mut self,
+        case: &str,
+        want: Want,
+        r: io::Result<T>,
+        show: impl Fn(&T) -> String,
+    ) -> Option<T> {
+        let line = match &r {
+            Ok(v) => format!("{case}: ok {}", show(v)),
+            Err(e) => format!("{case}: {}", errno(e)),
+        };
+        println!("{TRANSCRIPT}{}", line.trim_end());
+        match (want, &r) {
+            (Want::Success, Ok(_)) | (Want::Failure, Err(_)) => self.k.pass(case),
+            (Want::Success, Err(e)) => self
+                .k
+                .fail(case, &format!("expected success, got {}", errno(e))),
+            (Want::Failure, Ok(_)) => self.k.fail(case, "expected an error, the call succeeded"),
+        }
+        r.ok()
+    }
+}
+
+fn text(v: &[i8]) -> String {
+    v.iter().map(|&c| c as u8 as char).collect()
+}
+
+/// DRM_CAP_* values of include/uapi/drm/drm.h.
+const CAPS: &[(&str, u64)] = &[
+    ("DUMB_BUFFER", 0x1),
+    ("VBLANK_HIGH_CRTC", 0x2),
+    ("DUMB_PREFERRED_DEPTH", 0x3),
+    ("DUMB_PREFER_SHADOW", 0x4),
+    ("PRIME", 0x5),
+    ("TIMESTAMP_MONOTONIC", 0x6),
+    ("ASYNC_PAGE_FLIP", 0x7),
+    ("CURSOR_WIDTH", 0x8),
+    ("CURSOR_HEIGHT", 0x9),
+    ("ADDFB2_MODIFIERS", 0x10),
+    ("PAGE_FLIP_TARGET", 0x11),
+    ("CRTC_IN_VBLANK_EVENT", 0x12),
+    ("SYNCOBJ", 0x13),
+    ("SYNCOBJ_TIMELINE", 0x14),
+    ("ATOMIC_ASYNC_PAGE_FLIP", 0x15),
+    ("NO_SUCH_CAP", 0xffff),
+];
+
+fn run(fd: BorrowedFd<'_>, c: &mut Calls) {
+    use Want::*;
+    let (mut name, mut date, mut desc) = (Vec::new(), Vec::new(), Vec::new());
+    c.call(
+        "version",
+        Success,
+        ffi::get_version(fd, Some(&mut name), Some(&mut date), Some(&mut desc)),
+        |v| {
+            format!(
+                "{}.{}.{} name={} date={} desc={}",
+                v.version_major,
+                v.version_minor,
+                v.version_patchlevel,
+                text(&name),
+                text(&date),
+                text(&desc)
+            )
+        },
+    );
+    for (cap, id) in CAPS {
+        let want = if *id == 0xffff { Failure } else { Success };
+        c.call(
+            &format!("get_cap_{cap}"),
+            want,
+            ffi::get_capability(fd, *id),
+            |v| format!("{}", v.value),
+        );
+    }
+
+    // Dumb buffers: a valid one, then what a driver must refuse.
+    let db = c.call(
+        "create_dumb_64x64x32",
+        Success,
+        ffi::mode::dumbbuffer::create(fd, 64, 64, 32, 0),
+        |d| format!("pitch={} size={}", d.pitch, d.size),
+    );
+    for (case, want, w, h, bpp, flags) in [
+        ("create_dumb_zero_width", Failure, 0, 64, 32, 0),
+        ("create_dumb_zero_bpp", Failure, 64, 64, 0, 0),
+        // The core ignores `flags` (7.3's drm_mode_create_dumb does not
+        // check them): the C driver accepts this, so must the Rust one.
+        ("create_dumb_unknown_flags", Success, 64, 64, 32, 1),
+        ("create_dumb_overflow", Failure, 0xffff_ffff, 0xffff_ffff, 32, 0),
+    ] {
+        c.call(
+            case,
+            want,
+            ffi::mode::dumbbuffer::create(fd, w, h, bpp, flags),
+            |d| format!("pitch={} size={}", d.pitch, d.size),
+        );
+    }
+    if let Some(db) = db {
+        c.call(
+            "map_dumb",
+            Success,
+            ffi::mode::dumbbuffer::map(fd, db.handle, 0, 0),
+            |_| String::new(),
+        );
+        let exported = c.call(
+            "prime_export",
+            Success,
+            ffi::gem::handle_to_fd(fd, db.handle, libc_cloexec()),
+            |_| String::new(),
+        );
+        if let Some(p) = exported {
+            // SAFETY: PRIME_HANDLE_TO_FD succeeded, so `p.fd` is a new file
+            // descriptor that nothing else in this process owns or closes.
+            let owned = unsafe { OwnedFd::from_raw_fd(p.fd) };
+            c.call(
+                "prime_import_same_object",
+                Success,
+                ffi::gem::fd_to_handle(fd, owned.as_fd()),
+                |h| format!("same_handle={}", h.handle == db.handle),
+            );
+        }
+        c.call(
+            "destroy_dumb",
+            Success,
+            ffi::mode::dumbbuffer::destroy(fd, db.handle),
+            |_| String::new(),
+        );
+        c.call(
+            "destroy_dumb_again",
+            Failure,
+            ffi::mode::dumbbuffer::destroy(fd, db.handle),
+            |_| String::new(),
+        );
+    }
+    c.call(
+        "map_dumb_bad_handle",
+        Failure,
+        ffi::mode::dumbbuffer::map(fd, 0x7fff_0000, 0, 0),
+        |_| String::new(),
+    );
+    c.call(
+        "gem_close_bad_handle",
+        Failure,
+        ffi::gem::close(fd, 0x7fff_0000),
+        |_| String::new(),
+    );
+    c.call(
+        "gem_open_bad_name",
+        Failure,
+        ffi::gem::open(fd, 0x7fff_0000),
+        |_| String::new(),
+    );
+}
+
+/// O_CLOEXEC for PRIME export.
+fn libc_cloexec() -> u32 {
+    0o2000000
+}
+
+fn main() -> ExitCode {
+    let card = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "/dev/dri/card0".into());
+    let mut c = Calls {
+        k: Suite::start("drm_uapi", None),
+    };
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&card)
+    {
+        Ok(f) => run(f.as_fd(), &mut c),
+        Err(e) => c.k.fail("open", &format!("opening {card}: {e}")),
+    }
+    if c.k.finish() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}

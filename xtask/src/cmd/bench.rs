@@ -1,0 +1,242 @@
+//! `cargo xtask bench`: the benchmark modules in the guest, Rust against
+//! the same loops in C in one boot, and the Arc lockdep option on and off.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use virtgpu_protocol::Step;
+
+use crate::boot::{self, Boot, BootOutcome, Builds, Driver};
+use crate::machine;
+use crate::ui;
+use crate::BootArgs;
+
+/// One benchmark result: ns per operation for Rust and C.
+#[derive(Debug, PartialEq)]
+pub struct BenchLine {
+    pub case: String,
+    pub rust_ns: f64,
+    pub c_ns: f64,
+}
+
+/// Reads `ww_bench: <case> rust_ns=<n> c_ns=<n>` lines from a serial log.
+pub fn parse_bench(log: &str) -> Vec<BenchLine> {
+    let mut out = Vec::new();
+    for line in log.lines() {
+        let l = crate::ktap::strip_timestamp(line);
+        let Some(rest) = l.split("ww_bench: ").nth(1) else {
+            continue;
+        };
+        let mut words = rest.split_whitespace();
+        let Some(case) = words.next() else { continue };
+        let mut rust = None;
+        let mut c = None;
+        for w in words {
+            if let Some(v) = w.strip_prefix("rust_ns=") {
+                rust = v.parse().ok();
+            } else if let Some(v) = w.strip_prefix("c_ns=") {
+                c = v.parse().ok();
+            }
+        }
+        if let (Some(rust_ns), Some(c_ns)) = (rust, c) {
+            out.push(BenchLine {
+                case: case.to_string(),
+                rust_ns,
+                c_ns,
+            });
+        }
+    }
+    out
+}
+
+/// Reads `arc_bench: <case> ns=<n>` lines from a serial log.
+pub fn parse_arc_bench(log: &str) -> Vec<(String, f64)> {
+    log.lines()
+        .filter_map(|line| {
+            let rest = crate::ktap::strip_timestamp(line)
+                .split("arc_bench: ")
+                .nth(1)?;
+            let (case, ns) = rest.trim().split_once(" ns=")?;
+            Some((case.to_string(), ns.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// Whether a benchmark boot went cleanly; prints what went wrong if not.
+fn bench_boot_ok(
+    arch: &str,
+    out: &BootOutcome,
+    steps: &[Step],
+    done_marker: &str,
+    found: bool,
+) -> bool {
+    for p in out.problems(arch) {
+        println!("{p}");
+    }
+    let step_problems = out.guest.problems(steps, &out.log);
+    for p in &step_problems {
+        println!("{arch}: {}", p.summary);
+    }
+    let ok = out.log.contains(done_marker)
+        && found
+        && out.splats.is_empty()
+        && out.error.is_none()
+        && step_problems.is_empty();
+    if !ok {
+        println!(
+            "{arch}: the benchmark did not complete cleanly (no {done_marker:?} or no results); serial log {}",
+            out.log_path.display()
+        );
+    }
+    ok
+}
+
+/// The variant kernel the Arc benchmark compares with.
+pub const ARC_OFF_VARIANT: &str = "arc-lockdep-off";
+
+/// The modules a benchmark boot loads (after the driver, if any).
+const BENCH_MODULES: &[&str] = &["rust_ww_mutex_bench", "rust_arc_lockdep_bench"];
+
+/// `cargo xtask bench`.
+pub fn run(
+    cache_dir: Option<PathBuf>,
+    kernel_src: Option<PathBuf>,
+    boot_args: BootArgs,
+    driver: Option<Driver>,
+) -> Result<i32> {
+    let arches = machine::arches(boot_args.arch.as_deref().unwrap_or("x86_64"))?;
+    let ctx = super::setup::prepare(cache_dir, kernel_src, &boot_args)?;
+    let mut builds = Builds::default();
+    let mut failed = false;
+    let mut records = Vec::new();
+    let mut steps: Vec<Step> = driver.map(Driver::load).into_iter().collect();
+    steps.extend(BENCH_MODULES.iter().map(|m| Step::Load {
+        module: m.to_string(),
+        params: Vec::new(),
+    }));
+    for arch in &arches {
+        let run_dir = ctx.cache.run_dir(arch)?;
+        let b = builds.get(&ctx, arch, None)?;
+        let out = boot::boot(
+            &ctx,
+            b,
+            &Boot::new(
+                &run_dir,
+                steps.clone(),
+                format!("kunit.enable=0 {}", boot_args.append),
+                boot_args.timeout,
+            ),
+        )?;
+        let lines = parse_bench(&out.log);
+        let arc_on = parse_arc_bench(&out.log);
+        failed |= !bench_boot_ok(arch, &out, &steps, "ww_bench: done", !lines.is_empty());
+        failed |= !bench_boot_ok(arch, &out, &steps, "arc_bench: done", !arc_on.is_empty());
+
+        // The option-off kernel is built without DRM: no driver there.
+        let off_steps: Vec<Step> = steps
+            .iter()
+            .filter(
+                |s| !matches!(s, Step::Load { module, .. } if Driver::of_module(module).is_some()),
+            )
+            .cloned()
+            .collect();
+        let off = builds.get(&ctx, arch, Some(ARC_OFF_VARIANT))?;
+        let off_dir = ui::ensure_dir(run_dir.join(format!("bench-{ARC_OFF_VARIANT}")))?;
+        let out_off = boot::boot(
+            &ctx,
+            off,
+            &Boot::new(
+                &off_dir,
+                off_steps.clone(),
+                format!("kunit.enable=0 {}", boot_args.append),
+                boot_args.timeout,
+            ),
+        )?;
+        let arc_off = parse_arc_bench(&out_off.log);
+        failed |= !bench_boot_ok(
+            arch,
+            &out_off,
+            &off_steps,
+            "arc_bench: done",
+            !arc_off.is_empty(),
+        );
+        let clock = |o: &BootOutcome| o.guest.clocksource().unwrap_or("unknown").to_string();
+        println!(
+            "\n{arch}: clocksource {} (test kernel), {} ({ARC_OFF_VARIANT} kernel)",
+            clock(&out),
+            clock(&out_off)
+        );
+
+        let lines_off = parse_bench(&out_off.log);
+        for (kernel, lines) in [("", &lines), (" (arc-lockdep-off kernel)", &lines_off)] {
+            println!(
+                "\n{arch}{kernel} (TCG, debug config: PROVE_LOCKING, DEBUG_WW_MUTEX_SLOWPATH)"
+            );
+            println!(
+                "{:<26} {:>12} {:>12} {:>8}",
+                "ww_mutex case", "rust ns/op", "c ns/op", "ratio"
+            );
+            for l in lines.iter() {
+                let ratio = if l.c_ns > 0.0 {
+                    l.rust_ns / l.c_ns
+                } else {
+                    f64::NAN
+                };
+                println!(
+                    "{:<26} {:>12.0} {:>12.0} {:>8.3}",
+                    l.case, l.rust_ns, l.c_ns, ratio
+                );
+                records.push(serde_json::json!({
+                    "arch": arch, "clocksource": clock(&out), "kernel": if kernel.is_empty() { "test" } else { ARC_OFF_VARIANT },
+                    "bench": "ww_mutex", "case": l.case, "rust_ns": l.rust_ns, "c_ns": l.c_ns, "ratio": ratio,
+                }));
+            }
+        }
+        println!(
+            "\n{:<26} {:>12} {:>12} {:>8}",
+            "Arc / implicit class case", "off ns/op", "on ns/op", "on/off"
+        );
+        for (case, on) in &arc_on {
+            let off = arc_off.iter().find(|(c, _)| c == case).map(|(_, v)| *v);
+            let ratio = off.filter(|o| *o > 0.0).map_or(f64::NAN, |o| on / o);
+            let off_s = off.map_or("-".to_string(), |o| format!("{o:.0}"));
+            println!("{case:<26} {off_s:>12} {on:>12.0} {ratio:>8.3}");
+            records.push(serde_json::json!({
+                "arch": arch, "clocksource": clock(&out), "bench": "arc_lockdep", "case": case, "off_ns": off, "on_ns": on, "ratio": ratio,
+            }));
+        }
+    }
+    let json = ctx.cache.dir.join("run/bench.json");
+    std::fs::write(&json, serde_json::to_string_pretty(&records)?)?;
+    println!("\nresults: {}", json.display());
+    Ok(if failed { 1 } else { 0 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arc_bench_lines_are_parsed() {
+        let log = "[    2.0] rust_arc_lockdep_bench: arc_bench: clone_drop ns=48\n[    2.1] arc_bench: done\nnoise ns=3\n";
+        assert_eq!(parse_arc_bench(log), vec![("clone_drop".to_string(), 48.0)]);
+    }
+
+    #[test]
+    fn bench_lines_are_parsed() {
+        let log = "[ 3.1] rust_ww_mutex_bench: ww_bench: lock_unlock rust_ns=812 c_ns=790\n\
+                   [ 3.2] ww_bench: lock_all_16 rust_ns=9000 c_ns=8800\n\
+                   [ 3.3] ww_bench: broken rust_ns=x\n";
+        let v = parse_bench(log);
+        assert_eq!(v.len(), 2);
+        assert_eq!(
+            v[0],
+            BenchLine {
+                case: "lock_unlock".into(),
+                rust_ns: 812.0,
+                c_ns: 790.0
+            }
+        );
+        assert_eq!(v[1].case, "lock_all_16");
+    }
+}

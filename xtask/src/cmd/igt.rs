@@ -1,0 +1,383 @@
+//! `cargo xtask igt`: IGT in an x86_64 guest under one driver, judged
+//! against the driver's expectations in `qemu/igt/`.
+//!
+//! The list is `qemu/igt/ci.txt` (what `cargo xtask test` runs), a file
+//! given with `--list`, or with `--full` every subtest of the test families
+//! drm-ci runs for virtio_gpu (the IGT programs `qemu/packages.toml` puts in
+//! the guest), enumerated on the host with `--list-subtests`. Tests matching
+//! drm-ci's skips for virtio_gpu (from the kernel tree) or the driver's own
+//! skips file are not run. `--shard I/N` runs every N-th test; each shard's
+//! results are kept, and the table shows every shard of the same list run
+//! so far. `--record` writes the driver's fails file from a complete run.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use virtgpu_protocol::{CaseResult, Status, Step};
+
+use crate::boot::{self, Boot, Builds, Driver};
+use crate::build::Ctx;
+use crate::igt::{self, Expectations, Item, Patterns};
+use crate::paths;
+use crate::report::{Report, Row, Verdict};
+use crate::BootArgs;
+
+/// The KTAP suite `test-runner` reports IGT under; its rows are judged
+/// against the expectations, not taken from KTAP.
+pub const SUITE: &str = "igt";
+/// Where the list goes in the guest.
+const GUEST_LIST: &str = "etc/vrs/igt.list";
+/// drm-ci's skips for virtio_gpu, in the kernel tree.
+const DRM_CI_SKIPS: &str = "drivers/gpu/drm/ci/xfails/virtio_gpu-none-skips.txt";
+
+/// `cargo xtask igt`'s own options.
+#[derive(clap::Args)]
+pub struct IgtArgs {
+    #[arg(long, value_enum, default_value = "c")]
+    pub driver: Driver,
+    /// A list of test@subtest names (default qemu/igt/ci.txt).
+    #[arg(long, conflicts_with = "full")]
+    pub list: Option<PathBuf>,
+    /// Every subtest of the families drm-ci runs for virtio_gpu.
+    #[arg(long)]
+    pub full: bool,
+    /// Run shard I of N (round robin), e.g. 2/8.
+    #[arg(long)]
+    pub shard: Option<String>,
+    /// Seconds one test may run before it is killed (a timeout).
+    #[arg(long, default_value_t = 120)]
+    pub test_timeout: u64,
+    /// Write the fails file of the driver from these results (every shard
+    /// must have run).
+    #[arg(long)]
+    pub record: bool,
+    /// Run the listed tests even when a skips file names them (to look at
+    /// a test drm-ci skips, say kms_cursor_legacy).
+    #[arg(long, conflicts_with = "record")]
+    pub no_skips: bool,
+}
+
+/// The tests not to run: drm-ci's skips and the driver's.
+pub fn skips(ctx: &Ctx, driver: Driver) -> Result<Patterns> {
+    let p = ctx.source.dir.join(DRM_CI_SKIPS);
+    let mut s = match std::fs::read_to_string(&p) {
+        Ok(t) => Patterns::parse(&t).with_context(|| format!("in {}", p.display()))?,
+        // A user's tree may predate drm-ci.
+        Err(_) => Patterns::empty(),
+    };
+    s.extend(Expectations::load(&igt_dir(ctx), driver.name())?.skips);
+    Ok(s)
+}
+
+fn igt_dir(ctx: &Ctx) -> PathBuf {
+    ctx.project.join("qemu/igt")
+}
+
+/// Every subtest of the IGT programs in `root` matching `programs`,
+/// enumerated on the host with the packages' own loader (cached).
+fn enumerate(root: &Path, programs: &[String]) -> Result<Vec<Item>> {
+    let cache = root.with_file_name("subtests.txt");
+    if let Ok(t) = std::fs::read_to_string(&cache) {
+        return igt::read_list(&t);
+    }
+    let lib = root.join("usr/lib/x86_64-linux-gnu");
+    let ld = lib.join("ld-linux-x86-64.so.2");
+    let mut items = Vec::new();
+    for g in programs {
+        for p in glob::glob(&root.join(g).display().to_string())?.flatten() {
+            let test = p
+                .file_name()
+                .context("a program without a name")?
+                .to_string_lossy()
+                .into_owned();
+            let out = std::process::Command::new(&ld)
+                .arg("--library-path")
+                .arg(&lib)
+                .arg(&p)
+                .arg("--list-subtests")
+                .output()
+                .with_context(|| format!("running {} --list-subtests", p.display()))?;
+            let text = String::from_utf8_lossy(&out.stdout);
+            let subs: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect();
+            if subs.is_empty() {
+                items.push(Item::parse(&test)?);
+            }
+            for s in subs {
+                items.push(Item::parse(&format!("{test}@{s}"))?);
+            }
+        }
+    }
+    items.sort();
+    let text: String = items.iter().map(|i| format!("{}\n", i.name())).collect();
+    std::fs::write(&cache, text)?;
+    Ok(items)
+}
+
+/// The steps and files that run `items` with `test-runner` in a boot.
+pub fn boot_parts(items: &[Item], test_timeout: u64) -> (Step, (String, Vec<u8>)) {
+    (
+        Step::Run {
+            program: "test-runner".into(),
+            args: vec![
+                SUITE.into(),
+                format!("/{GUEST_LIST}"),
+                test_timeout.to_string(),
+            ],
+        },
+        (GUEST_LIST.into(), igt::guest_list(items).into_bytes()),
+    )
+}
+
+/// Rows `igt:<test>` judged against `exp`; a listed test without a result
+/// fails (the guest died or the runner stopped).
+pub fn judged_rows(
+    arch: &str,
+    driver: Driver,
+    items: &[Item],
+    results: &[CaseResult],
+    exp: &Expectations,
+) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for item in items {
+        let name = item.name();
+        let row = format!("igt:{name}");
+        let Some(r) = results.iter().find(|r| r.case == name) else {
+            rows.push(Row::verdict(
+                arch,
+                driver.name(),
+                &row,
+                &Verdict::fail("no result: the guest or the runner stopped before this test"),
+            ));
+            continue;
+        };
+        let j = exp.judge(r);
+        let skipped = r.status == Status::Skip && j.ok();
+        rows.push(Row {
+            arch: arch.into(),
+            driver: driver.name().into(),
+            name: row,
+            passed: (j.ok() && !skipped) as usize,
+            failed: (!j.ok()) as usize,
+            skipped: skipped as usize,
+            note: j.note(),
+        });
+    }
+    rows
+}
+
+/// One shard's results, kept to be combined with the others.
+#[derive(Serialize, Deserialize)]
+struct ShardFile {
+    index: usize,
+    count: usize,
+    items: Vec<String>,
+    results: Vec<(String, String, u64)>,
+    seconds: f64,
+}
+
+fn counts(results: &[CaseResult]) -> String {
+    Status::ALL
+        .iter()
+        .map(|s| {
+            let n = results.iter().filter(|r| r.status == *s).count();
+            format!("{} {n}", s.name().to_lowercase())
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `cargo xtask igt`.
+pub fn run(
+    cache_dir: Option<PathBuf>,
+    kernel_src: Option<PathBuf>,
+    args: BootArgs,
+    a: IgtArgs,
+) -> Result<i32> {
+    let arch = args.arch.clone().unwrap_or_else(|| "x86_64".into());
+    if arch != "x86_64" {
+        bail!("IGT runs on x86_64 only: Debian builds igt-gpu-tools for amd64 and i386 (see ../shared/notes/test-ecosystem.md)");
+    }
+    let started = Instant::now();
+    let ctx = super::setup::prepare(cache_dir, kernel_src, &args)?;
+    let mut builds = Builds::default();
+    let b = builds.get(&ctx, &arch, None)?;
+    let root = b
+        .packages
+        .as_ref()
+        .and_then(|p| p.roots.get("igt"))
+        .context("the guest packages have no `igt` set (qemu/packages.toml)")?
+        .clone();
+    let skip = if a.no_skips {
+        Patterns::empty()
+    } else {
+        skips(&ctx, a.driver)?
+    };
+    let (source, all) = if a.full {
+        let sets = crate::packages::sets(&ctx.project)?;
+        let set = sets
+            .iter()
+            .find(|s| s.name == "igt")
+            .context("no `igt` set in qemu/packages.toml")?;
+        ("--full".to_string(), enumerate(&root, &set.programs)?)
+    } else {
+        let p = a
+            .list
+            .clone()
+            .unwrap_or_else(|| igt_dir(&ctx).join("ci.txt"));
+        let text =
+            std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+        (
+            p.display().to_string(),
+            igt::read_list(&text).with_context(|| format!("in {}", p.display()))?,
+        )
+    };
+    let listed = all.len();
+    let all: Vec<Item> = all
+        .into_iter()
+        .filter(|i| !skip.matches(&i.name()))
+        .collect();
+    let (index, count) = match &a.shard {
+        Some(s) => igt::parse_shard(s)?,
+        None => (1, 1),
+    };
+    let items = igt::shard(&all, index, count);
+    eprintln!(
+        "  igt: {listed} tests in {source}, {} after skips, shard {index}/{count}: {} tests, {}s limit each",
+        all.len(),
+        items.len(),
+        a.test_timeout
+    );
+    if items.is_empty() {
+        bail!("the list selects no test (after skips and sharding)");
+    }
+    let (step, file) = boot_parts(&items, a.test_timeout);
+    let steps = vec![a.driver.load(), step];
+    let run_dir = crate::ui::ensure_dir(
+        ctx.cache
+            .run_dir(&arch)?
+            .join(format!("igt-{}", a.driver.name())),
+    )?;
+    // Each test is bounded; the boot gets the sum and some.
+    let timeout = args.timeout.max(items.len() as u64 * a.test_timeout + 300);
+    let out = boot::boot(
+        &ctx,
+        b,
+        &Boot {
+            packages: true,
+            files: vec![file],
+            ..Boot::new(
+                &run_dir,
+                steps.clone(),
+                format!("kunit.enable=0 {}", args.append),
+                timeout,
+            )
+        },
+    )?;
+    let results = igt::results(&out.output_of("test-runner"));
+    let seconds = out.duration.as_secs_f64();
+
+    // Keep this shard, then combine every shard of the same list.
+    let key = paths::short_hash(&all.iter().map(Item::name).collect::<Vec<_>>().join("\n"));
+    let shard_dir = crate::ui::ensure_dir(
+        ctx.cache
+            .dir
+            .join(format!("run/igt/{}-{key}", a.driver.name())),
+    )?;
+    let file = ShardFile {
+        index,
+        count,
+        items: items.iter().map(Item::name).collect(),
+        results: results
+            .iter()
+            .map(|r| (r.case.clone(), r.status.name().to_string(), r.millis))
+            .collect(),
+        seconds,
+    };
+    std::fs::write(
+        shard_dir.join(format!("shard-{index}-of-{count}.json")),
+        serde_json::to_string_pretty(&file)?,
+    )?;
+    let mut combined_items = Vec::new();
+    let mut combined = Vec::new();
+    let mut present = Vec::new();
+    let mut guest_seconds = 0.0;
+    for i in 1..=count {
+        let p = shard_dir.join(format!("shard-{i}-of-{count}.json"));
+        let Ok(text) = std::fs::read_to_string(&p) else {
+            continue;
+        };
+        let f: ShardFile = serde_json::from_str(&text)?;
+        present.push(i);
+        guest_seconds += f.seconds;
+        for n in f.items {
+            combined_items.push(Item::parse(&n)?);
+        }
+        for (case, st, millis) in f.results {
+            if let Some(status) = Status::from_name(&st) {
+                combined.push(CaseResult {
+                    case,
+                    status,
+                    millis,
+                });
+            }
+        }
+    }
+    combined_items.sort();
+
+    let exp = Expectations::load(&igt_dir(&ctx), a.driver.name())?;
+    let mut report = Report {
+        rows: judged_rows(&arch, a.driver, &combined_items, &combined, &exp),
+        ..Report::default()
+    };
+    let br = super::test::boot_rows(&arch, &out, &steps, &[], None);
+    report
+        .rows
+        .extend(br.rows.into_iter().filter(|r| r.name == "boot"));
+    report.details.extend(out.problems(&arch));
+    report.details.extend(br.details);
+    report.details.push(format!(
+        "igt ({} driver): this shard {}/{count}: {} tests in {} ({}); serial log {}",
+        a.driver.name(),
+        index,
+        results.len(),
+        crate::ui::fmt_duration(out.duration),
+        counts(&results),
+        out.log_path.display()
+    ));
+    report.details.push(format!(
+        "igt: shards present {}/{count}: {} of {} tests have results ({}); guest time {}",
+        present.len(),
+        combined.len(),
+        all.len(),
+        counts(&combined),
+        crate::ui::fmt_duration(std::time::Duration::from_secs_f64(guest_seconds))
+    ));
+    if a.record {
+        if present.len() != count || combined.len() != all.len() {
+            bail!(
+                "--record needs every shard's results ({} of {count} shards, {} of {} tests); run the missing shards first",
+                present.len(),
+                combined.len(),
+                all.len()
+            );
+        }
+        let p = igt_dir(&ctx).join(format!("{}-fails.txt", a.driver.name()));
+        std::fs::write(&p, igt::baseline(&combined))?;
+        report.details.push(format!(
+            "recorded {} expected non-passes in {}",
+            exp_count(&p)?,
+            p.display()
+        ));
+    }
+    Ok(report.print(started.elapsed()))
+}
+
+fn exp_count(p: &Path) -> Result<usize> {
+    Ok(igt::parse_fails(&std::fs::read_to_string(p)?)?.len())
+}

@@ -171,17 +171,6 @@ pub struct BootOutcome {
 }
 
 impl BootOutcome {
-    /// What every run of `program` printed, in order.
-    pub fn output_of(&self, program: &str) -> String {
-        self.guest
-            .runs
-            .iter()
-            .filter(|r| r.program == program)
-            .flat_map(|r| r.output(&self.log))
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-
     /// The splats (with their text) and the boot error, one message each,
     /// prefixed with `arch`.
     pub fn problems(&self, arch: &str) -> Vec<String> {

@@ -132,7 +132,7 @@ pub fn parse_fails(text: &str) -> Result<BTreeMap<String, Status>> {
         let status = Status::from_name(st.trim())
             .filter(|s| *s != Status::Pass)
             .with_context(|| {
-                format!("line {}: {st:?} is not Fail, Crash, Timeout or Skip", n + 1)
+                format!("line {}: {st:?} is not Fail, Crash, Timeout, Skip, Warn or DmesgFail", n + 1)
             })?;
         m.insert(name.trim().to_string(), status);
     }
@@ -223,9 +223,39 @@ impl Judged {
     }
 }
 
-/// Every `result:` line in `text`.
-pub fn results(text: &str) -> Vec<CaseResult> {
-    text.lines().filter_map(CaseResult::parse).collect()
+/// The results of the `test-runner` runs of a boot, each with the kernel
+/// reports printed while it ran (between the previous result and its own)
+/// folded into its status, and the indices of the splats so attributed.
+pub fn attributed(out: &crate::boot::BootOutcome) -> (Vec<CaseResult>, Vec<usize>) {
+    let mut results = Vec::new();
+    let mut excused = Vec::new();
+    for run in out.guest.runs.iter().filter(|r| r.program == "test-runner") {
+        let tag = virtgpu_protocol::output_tag(&run.program);
+        let end = run.end.unwrap_or(usize::MAX);
+        // The line (0-based) after which the next test's messages start.
+        let mut from = run.start;
+        for (i, line) in out.log.lines().enumerate() {
+            if i <= run.start || i >= end {
+                continue;
+            }
+            let Some(mut r) = line
+                .split_once(tag.as_str())
+                .and_then(|(_, rest)| CaseResult::parse(rest))
+            else {
+                continue;
+            };
+            // Splat::line is 1-based.
+            for (k, s) in out.splats.iter().enumerate() {
+                if s.line > from + 1 && s.line <= i + 1 {
+                    r.status = r.status.with_kernel_report();
+                    excused.push(k);
+                }
+            }
+            from = i;
+            results.push(r);
+        }
+    }
+    (results, excused)
 }
 
 /// The fails file that records `results` as the baseline: every result
@@ -314,6 +344,54 @@ mod tests {
         assert_eq!(o("kms_flaky@y", Status::Fail), Outcome::Flake);
         assert!(e.skips.matches("kms_cursor_legacy@basic"));
         assert!(!e.judge(&r("kms_a@x", Status::Pass)).ok());
+    }
+
+    #[test]
+    fn a_kernel_report_during_a_test_is_folded_into_its_status() {
+        use virtgpu_protocol::{Event, Exit};
+        let ev = |e: Event| format!("[    5.0] {e}");
+        let res = |c: &str, s| format!("[    5.1] test-runner| {}", r(c, s));
+        let log = [
+            ev(Event::Started {
+                program: "test-runner".into(),
+            }),
+            "[    5.1] test-runner| KTAP version 1".into(),
+            res("a@one", Status::Pass),
+            "[    5.2] ------------[ cut here ]------------".into(),
+            "[    5.2] [CRTC:40:crtc-0] vblank wait timed out".into(),
+            "[    5.2] WARNING: drivers/gpu/drm/drm_atomic_helper.c:1928 at x".into(),
+            "[    5.2] ---[ end trace 0000000000000000 ]---".into(),
+            res("a@two", Status::Pass),
+            res("a@three", Status::Fail),
+            ev(Event::Ended {
+                program: "test-runner".into(),
+                exit: Exit::Code(0),
+            }),
+        ]
+        .join("\n");
+        let out = crate::boot::BootOutcome {
+            splats: crate::splat::detect(&log),
+            guest: crate::guest_log::GuestLog::read(&log),
+            log,
+            log_path: "/x".into(),
+            render: None,
+            screenshot: None,
+            error: None,
+            duration: std::time::Duration::ZERO,
+        };
+        let (results, excused) = attributed(&out);
+        let st: Vec<(&str, Status)> = results.iter().map(|r| (r.case.as_str(), r.status)).collect();
+        assert_eq!(
+            st,
+            [("a@one", Status::Pass), ("a@two", Status::Warn), ("a@three", Status::Fail)]
+        );
+        assert_eq!(excused, [0]);
+        // The boot row does not fail for it; the test's row does unless expected.
+        let e = exp();
+        assert!(!e.judge(&results[1]).ok());
+        let mut e2 = exp();
+        e2.fails.insert("a@two".into(), Status::Warn);
+        assert!(e2.judge(&results[1]).ok());
     }
 
     #[test]

@@ -41,15 +41,22 @@ pub enum Status {
     Crash,
     /// Killed after the time limit.
     Timeout,
+    /// Passed or skipped, but the kernel reported a problem (a WARN, a
+    /// lockdep report, ...) while it ran. Decided by xtask from the log.
+    Warn,
+    /// Failed, and the kernel reported a problem while it ran.
+    DmesgFail,
 }
 
 impl Status {
-    pub const ALL: [Status; 5] = [
+    pub const ALL: [Status; 7] = [
         Status::Pass,
         Status::Fail,
         Status::Skip,
         Status::Crash,
         Status::Timeout,
+        Status::Warn,
+        Status::DmesgFail,
     ];
 
     pub fn name(self) -> &'static str {
@@ -59,11 +66,22 @@ impl Status {
             Status::Skip => "Skip",
             Status::Crash => "Crash",
             Status::Timeout => "Timeout",
+            Status::Warn => "Warn",
+            Status::DmesgFail => "DmesgFail",
         }
     }
 
     pub fn from_name(s: &str) -> Option<Status> {
         Status::ALL.into_iter().find(|x| x.name() == s)
+    }
+
+    /// The status of a test during which the kernel reported a problem.
+    pub fn with_kernel_report(self) -> Status {
+        match self {
+            Status::Pass | Status::Skip => Status::Warn,
+            Status::Fail => Status::DmesgFail,
+            other => other,
+        }
     }
 }
 

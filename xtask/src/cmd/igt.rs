@@ -57,6 +57,10 @@ pub struct IgtArgs {
     /// a test drm-ci skips, say kms_cursor_legacy).
     #[arg(long, conflicts_with = "record")]
     pub no_skips: bool,
+    /// Boot nothing: judge the kept results of every shard of the list
+    /// (with `--record`, record them).
+    #[arg(long, conflicts_with = "shard")]
+    pub combine: bool,
 }
 
 /// The tests not to run: drm-ci's skips and the driver's.
@@ -256,53 +260,56 @@ pub fn run(
     if items.is_empty() {
         bail!("the list selects no test (after skips and sharding)");
     }
-    let (step, file) = boot_parts(&items, a.test_timeout);
-    let steps = vec![a.driver.load(), step];
-    let run_dir = crate::ui::ensure_dir(
-        ctx.cache
-            .run_dir(&arch)?
-            .join(format!("igt-{}", a.driver.name())),
-    )?;
-    // Each test is bounded; the boot gets the sum and some.
-    let timeout = args.timeout.max(items.len() as u64 * a.test_timeout + 300);
-    let out = boot::boot(
-        &ctx,
-        b,
-        &Boot {
-            packages: true,
-            files: vec![file],
-            ..Boot::new(
-                &run_dir,
-                steps.clone(),
-                format!("kunit.enable=0 {}", args.append),
-                timeout,
-            )
-        },
-    )?;
-    let results = igt::results(&out.output_of("test-runner"));
-    let seconds = out.duration.as_secs_f64();
-
-    // Keep this shard, then combine every shard of the same list.
     let key = paths::short_hash(&all.iter().map(Item::name).collect::<Vec<_>>().join("\n"));
     let shard_dir = crate::ui::ensure_dir(
         ctx.cache
             .dir
             .join(format!("run/igt/{}-{key}", a.driver.name())),
     )?;
-    let file = ShardFile {
-        index,
-        count,
-        items: items.iter().map(Item::name).collect(),
-        results: results
-            .iter()
-            .map(|r| (r.case.clone(), r.status.name().to_string(), r.millis))
-            .collect(),
-        seconds,
+    let mut report = Report::default();
+    let count = if a.combine {
+        shard_count(&shard_dir)?
+    } else {
+        let out = run_shard(&ctx, b, &args, &a, &items, index, count)?;
+        let (results, excused) = igt::attributed(&out);
+        let file = ShardFile {
+            index,
+            count,
+            items: items.iter().map(Item::name).collect(),
+            results: results
+                .iter()
+                .map(|r| (r.case.clone(), r.status.name().to_string(), r.millis))
+                .collect(),
+            seconds: out.duration.as_secs_f64(),
+        };
+        std::fs::write(
+            shard_dir.join(format!("shard-{index}-of-{count}.json")),
+            serde_json::to_string_pretty(&file)?,
+        )?;
+        let br = super::test::boot_rows(
+            &arch,
+            &out,
+            &run_steps(&a, &items),
+            &[],
+            None,
+            &excused,
+        );
+        report
+            .rows
+            .extend(br.rows.into_iter().filter(|r| r.name == "boot"));
+        report.details.extend(out.problems(&arch));
+        report.details.extend(br.details);
+        report.details.push(format!(
+            "igt ({} driver): this shard {index}/{count}: {} tests in {} ({}); serial log {}",
+            a.driver.name(),
+            results.len(),
+            crate::ui::fmt_duration(out.duration),
+            counts(&results),
+            out.log_path.display()
+        ));
+        count
     };
-    std::fs::write(
-        shard_dir.join(format!("shard-{index}-of-{count}.json")),
-        serde_json::to_string_pretty(&file)?,
-    )?;
+
     let mut combined_items = Vec::new();
     let mut combined = Vec::new();
     let mut present = Vec::new();
@@ -331,25 +338,8 @@ pub fn run(
     combined_items.sort();
 
     let exp = Expectations::load(&igt_dir(&ctx), a.driver.name())?;
-    let mut report = Report {
-        rows: judged_rows(&arch, a.driver, &combined_items, &combined, &exp),
-        ..Report::default()
-    };
-    let br = super::test::boot_rows(&arch, &out, &steps, &[], None);
-    report
-        .rows
-        .extend(br.rows.into_iter().filter(|r| r.name == "boot"));
-    report.details.extend(out.problems(&arch));
-    report.details.extend(br.details);
-    report.details.push(format!(
-        "igt ({} driver): this shard {}/{count}: {} tests in {} ({}); serial log {}",
-        a.driver.name(),
-        index,
-        results.len(),
-        crate::ui::fmt_duration(out.duration),
-        counts(&results),
-        out.log_path.display()
-    ));
+    let judged = judged_rows(&arch, a.driver, &combined_items, &combined, &exp);
+    report.rows.splice(0..0, judged);
     report.details.push(format!(
         "igt: shards present {}/{count}: {} of {} tests have results ({}); guest time {}",
         present.len(),
@@ -376,6 +366,68 @@ pub fn run(
         ));
     }
     Ok(report.print(started.elapsed()))
+}
+
+/// The steps of an IGT boot.
+fn run_steps(a: &IgtArgs, items: &[Item]) -> Vec<Step> {
+    vec![a.driver.load(), boot_parts(items, a.test_timeout).0]
+}
+
+/// Boots once and runs `items`.
+fn run_shard(
+    ctx: &Ctx,
+    b: &boot::Built,
+    args: &BootArgs,
+    a: &IgtArgs,
+    items: &[Item],
+    index: usize,
+    count: usize,
+) -> Result<boot::BootOutcome> {
+    let (_, file) = boot_parts(items, a.test_timeout);
+    // One directory a shard, so every shard's serial log is kept.
+    let run_dir = crate::ui::ensure_dir(ctx.cache.run_dir(&b.machine.name)?.join(format!(
+        "igt-{}-shard-{index}-of-{count}",
+        a.driver.name()
+    )))?;
+    // Each test is bounded; the boot gets the sum and some.
+    let timeout = args.timeout.max(items.len() as u64 * a.test_timeout + 300);
+    boot::boot(
+        ctx,
+        b,
+        &Boot {
+            packages: true,
+            files: vec![file],
+            ..Boot::new(
+                &run_dir,
+                run_steps(a, items),
+                format!("kunit.enable=0 {}", args.append),
+                timeout,
+            )
+        },
+    )
+}
+
+/// How many shards the kept results of a list were split into (the
+/// newest shard file's N).
+fn shard_count(dir: &Path) -> Result<usize> {
+    let mut newest: Option<(std::time::SystemTime, usize)> = None;
+    for e in std::fs::read_dir(dir)?.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(n) = name
+            .strip_suffix(".json")
+            .and_then(|n| n.rsplit_once("-of-"))
+            .and_then(|(_, n)| n.parse().ok())
+        else {
+            continue;
+        };
+        let t = e.metadata()?.modified()?;
+        if newest.is_none_or(|(nt, _)| t > nt) {
+            newest = Some((t, n));
+        }
+    }
+    newest
+        .map(|(_, n)| n)
+        .with_context(|| format!("no kept results in {}: run the shards first", dir.display()))
 }
 
 fn exp_count(p: &Path) -> Result<usize> {

@@ -80,12 +80,16 @@ fn run(program: &Program) -> Step {
 /// The rows of one boot: its KUnit suites (`expected` must all report), the
 /// KTAP suites of its programs (named by driver), and `boot`, which fails on
 /// a hang, an unfinished `/init`, a step that failed and any splat.
+///
+/// Splats whose index is in `excused` were attributed to an IGT test, whose
+/// row judges them; they do not fail `boot`.
 pub fn boot_rows(
     arch: &str,
     out: &BootOutcome,
     steps: &[Step],
     expected: &[String],
     filter: Option<&glob::Pattern>,
+    excused: &[usize],
 ) -> Report {
     let mut r = Report::default();
     let matches = |name: &str| filter.is_none_or(|f| f.matches(name));
@@ -141,17 +145,20 @@ pub fn boot_rows(
     }
     let verdict = if let Some(e) = &out.error {
         Verdict::fail(e.lines().next().unwrap_or(""))
-    } else if !out.splats.is_empty() {
+    } else if out
+        .splats
+        .iter()
+        .enumerate()
+        .any(|(k, _)| !excused.contains(&k))
+    {
         let kinds: Vec<String> = out
             .splats
             .iter()
-            .map(|s| format!("{} (line {})", s.kind, s.line))
+            .enumerate()
+            .filter(|(k, _)| !excused.contains(k))
+            .map(|(_, s)| format!("{} (line {})", s.kind, s.line))
             .collect();
-        Verdict::fail(format!(
-            "{} splat(s): {}",
-            out.splats.len(),
-            kinds.join(", ")
-        ))
+        Verdict::fail(format!("{} splat(s): {}", kinds.len(), kinds.join(", ")))
     } else if let Some(p) = problems.first() {
         Verdict::fail(format!(
             "{}{}",
@@ -164,6 +171,11 @@ pub fn boot_rows(
         ))
     } else if !out.guest.init_done() {
         Verdict::fail("/init did not finish (see the serial log)")
+    } else if !excused.is_empty() {
+        Verdict::pass(format!(
+            "every step ran, powered off cleanly; {} splat(s), each during an IGT test (judged in its row)",
+            excused.len()
+        ))
     } else {
         Verdict::pass("every step ran, powered off cleanly, no splats")
     };
@@ -306,7 +318,15 @@ impl TestRun<'_> {
             },
         )?;
         let expected = expected_suites(&self.suites_text, arch);
-        let mut r = boot_rows(arch, &out, &steps, &expected, self.pattern.as_ref());
+        let (igt_results, excused) = crate::igt::attributed(&out);
+        let mut r = boot_rows(
+            arch,
+            &out,
+            &steps,
+            &expected,
+            self.pattern.as_ref(),
+            &excused,
+        );
         if render && self.wants("render") {
             let v = out
                 .render
@@ -324,9 +344,13 @@ impl TestRun<'_> {
         }
         if !igt_items.is_empty() {
             let exp = crate::igt::Expectations::load(&self.ctx.project.join("qemu/igt"), d.name())?;
-            let results = crate::igt::results(&out.output_of("test-runner"));
-            r.rows
-                .extend(super::igt::judged_rows(arch, d, &igt_items, &results, &exp));
+            r.rows.extend(super::igt::judged_rows(
+                arch,
+                d,
+                &igt_items,
+                &igt_results,
+                &exp,
+            ));
         }
         let failed = r.rows.iter().any(|r| r.failed > 0);
         self.report.rows.extend(r.rows);
@@ -397,7 +421,7 @@ impl TestRun<'_> {
             };
             // Beyond the reports: every step ran and every program's suites passed.
             if verdict.ok {
-                let rows = boot_rows(arch, &out, &steps, &[], None);
+                let rows = boot_rows(arch, &out, &steps, &[], None, &[]);
                 let bad: Vec<String> = rows
                     .rows
                     .iter()
@@ -529,13 +553,7 @@ mod tests {
 
     #[test]
     fn missing_suite_and_missing_init_fail() {
-        let r = boot_rows(
-            "x86_64",
-            &outcome(NO_INIT),
-            &[],
-            &["rust_doctests_kernel".into(), "absent".into()],
-            None,
-        );
+        let r = boot_rows("x86_64", &outcome(NO_INIT), &[], &["rust_doctests_kernel".into(), "absent".into()], None, &[]);
         let missing = r.rows.iter().find(|r| r.name == "absent").unwrap();
         assert_eq!(missing.failed, 1);
         let doc = r
@@ -553,13 +571,7 @@ mod tests {
     #[test]
     fn filter_limits_rows() {
         let f = glob::Pattern::new("rust_net*").unwrap();
-        let r = boot_rows(
-            "x86_64",
-            &outcome(NO_INIT),
-            &[],
-            &["rust_doctests_kernel".into()],
-            Some(&f),
-        );
+        let r = boot_rows("x86_64", &outcome(NO_INIT), &[], &["rust_doctests_kernel".into()], Some(&f), &[]);
         let names: Vec<&str> = r.rows.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(names, ["rust_netlink", "boot"]);
     }
@@ -591,7 +603,7 @@ mod tests {
 
     fn boot_row(log: &str, steps: &str) -> Row {
         let steps = Step::parse_list(steps).unwrap();
-        let r = boot_rows("x86_64", &outcome(log), &steps, &[], None);
+        let r = boot_rows("x86_64", &outcome(log), &steps, &[], None, &[]);
         r.rows.into_iter().find(|r| r.name == "boot").unwrap()
     }
 
@@ -652,6 +664,22 @@ mod tests {
     }
 
     #[test]
+    fn only_splats_no_igt_test_accounts_for_fail_the_boot_row() {
+        let report = include_str!("../../tests/fixtures/splats/lockdep.log");
+        let log = format!("{report}\n{}", guest(&[("prog", KTAP_OK, Exit::Code(0))]));
+        let steps = Step::parse_list("run:prog").unwrap();
+        let o = outcome(&log);
+        let boot = |excused: &[usize]| {
+            let r = boot_rows("x86_64", &o, &steps, &[], None, excused);
+            r.rows.into_iter().find(|r| r.name == "boot").unwrap()
+        };
+        assert_eq!(boot(&[]).failed, 1);
+        let b = boot(&[0]);
+        assert_eq!(b.failed, 0, "{b:?}");
+        assert!(b.note.contains("during an IGT test"), "{}", b.note);
+    }
+
+    #[test]
     fn program_suites_become_rows_named_by_driver_and_run() {
         let mut log = vec![ev(Event::Loaded {
             module: "virtio_gpu".into(),
@@ -666,7 +694,7 @@ mod tests {
                 Exit::Code(1),
             ),
         ]));
-        let r = boot_rows("x86_64", &outcome(&log.join("\n")), &[], &[], None);
+        let r = boot_rows("x86_64", &outcome(&log.join("\n")), &[], &[], None, &[]);
         let rows: Vec<(&str, &str, usize)> = r
             .rows
             .iter()
@@ -681,7 +709,7 @@ mod tests {
         let cut =
             "KTAP version 1\n1..1\n    KTAP version 1\n    # Subtest: prog\n    1..2\n    ok 1 one";
         let log = guest(&[("prog", cut, Exit::Signal(6))]);
-        let r = boot_rows("x86_64", &outcome(&log), &[], &[], None);
+        let r = boot_rows("x86_64", &outcome(&log), &[], &[], None, &[]);
         let row = r.rows.iter().find(|r| r.name == "prog").unwrap();
         assert!(row.note.starts_with("CRASHED"), "{row:?}");
     }

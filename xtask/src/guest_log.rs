@@ -8,7 +8,7 @@
 //! run also delimits its output, so its KTAP is attributed to it and to the
 //! DRM driver that was loaded while it ran.
 
-use virtgpu_protocol::{output_tag, Event, Exit, Step};
+use virtgpu_protocol::{output_tag, Event, Exit, Step, NO_DEVICE};
 
 use crate::boot::Driver;
 
@@ -179,8 +179,12 @@ impl GuestLog {
                         ok,
                         status,
                     }),
-                ) if m == module => (!ok)
-                    .then(|| format!("module {module} FAILED to load (modprobe exit {status})")),
+                ) if m == module => (!ok).then(|| match *status {
+                    NO_DEVICE => format!(
+                        "module {module} loaded but no DRM device appeared within 5 s (did it bind?)"
+                    ),
+                    s => format!("module {module} FAILED to load (modprobe exit {s})"),
+                }),
                 (
                     Step::Unload { module },
                     Some(Event::Unloaded {
@@ -267,6 +271,11 @@ mod tests {
                 ok: false,
                 status: 1,
             }),
+            ev(Event::Loaded {
+                module: "virtio_gpu_rs".into(),
+                ok: false,
+                status: NO_DEVICE,
+            }),
             ev(Event::Started {
                 program: "one".into(),
             }),
@@ -295,7 +304,9 @@ mod tests {
         .join("\n");
         let g = GuestLog::read(&log);
         let p = g.problems(
-            &steps("load:virtio_gpu,load:nosuch,run:one,run:two,run:three,run:four"),
+            &steps(
+                "load:virtio_gpu,load:nosuch,load:virtio_gpu_rs,run:one,run:two,run:three,run:four",
+            ),
             &log,
         );
         let s: Vec<&str> = p.iter().map(|p| p.summary.as_str()).collect();
@@ -303,15 +314,16 @@ mod tests {
             s,
             [
                 "module nosuch FAILED to load (modprobe exit 1)",
+                "module virtio_gpu_rs loaded but no DRM device appeared within 5 s (did it bind?)",
                 "program one exited with status 1",
                 "program two was killed by signal 11 (SIGSEGV)",
                 "step run:four never reported: the guest stopped before it finished",
             ]
         );
-        assert_eq!(p[1].output.as_deref(), Some("the output"));
+        assert_eq!(p[2].output.as_deref(), Some("the output"));
         assert!(g.init_done());
         assert_eq!(g.runs[0].driver, Some(Driver::C));
-        assert!(g.in_program(4) && !g.in_program(1));
+        assert!(g.in_program(5) && !g.in_program(1));
     }
 
     #[test]

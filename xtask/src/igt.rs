@@ -132,7 +132,10 @@ pub fn parse_fails(text: &str) -> Result<BTreeMap<String, Status>> {
         let status = Status::from_name(st.trim())
             .filter(|s| *s != Status::Pass)
             .with_context(|| {
-                format!("line {}: {st:?} is not Fail, Crash, Timeout, Skip, Warn or DmesgFail", n + 1)
+                format!(
+                    "line {}: {st:?} is not Fail, Crash, Timeout, Skip, Warn or DmesgFail",
+                    n + 1
+                )
             })?;
         m.insert(name.trim().to_string(), status);
     }
@@ -162,7 +165,8 @@ impl Expectations {
     /// The verdict on one result.
     pub fn judge(&self, r: &CaseResult) -> Judged {
         let expected = self.fails.get(&r.case).copied().unwrap_or(Status::Pass);
-        let outcome = if self.flakes.matches(&r.case) {
+        let report = matches!(r.status, Status::Warn | Status::DmesgFail);
+        let outcome = if self.flakes.matches(&r.case) && (!report || r.status == expected) {
             Outcome::Flake
         } else if r.status == expected || (expected == Status::Pass && r.status == Status::Skip) {
             Outcome::Expected
@@ -225,8 +229,12 @@ impl Judged {
 
 /// The results of the `test-runner` runs of a boot, each with the kernel
 /// reports printed while it ran (between the previous result and its own)
-/// folded into its status, and the indices of the splats so attributed.
-pub fn attributed(out: &crate::boot::BootOutcome) -> (Vec<CaseResult>, Vec<usize>) {
+/// folded into its status, and the indices of the splats so excused from
+/// failing the boot: only those folded into the status of one of `items`
+/// (whose row judges it), and only when the status shows it (a crash or a
+/// timeout with a report leaves the report to fail the boot).
+pub fn attributed(out: &crate::boot::BootOutcome, items: &[Item]) -> (Vec<CaseResult>, Vec<usize>) {
+    let judged: std::collections::HashSet<String> = items.iter().map(Item::name).collect();
     let mut results = Vec::new();
     let mut excused = Vec::new();
     for run in out.guest.runs.iter().filter(|r| r.program == "test-runner") {
@@ -247,8 +255,13 @@ pub fn attributed(out: &crate::boot::BootOutcome) -> (Vec<CaseResult>, Vec<usize
             // Splat::line is 1-based.
             for (k, s) in out.splats.iter().enumerate() {
                 if s.line > from + 1 && s.line <= i + 1 {
-                    r.status = r.status.with_kernel_report();
-                    excused.push(k);
+                    let folded = r.status.with_kernel_report();
+                    if folded != r.status || matches!(r.status, Status::Warn | Status::DmesgFail) {
+                        r.status = folded;
+                        if judged.contains(&r.case) {
+                            excused.push(k);
+                        }
+                    }
                 }
             }
             from = i;
@@ -342,6 +355,8 @@ mod tests {
         assert_eq!(o("kms_a@x", Status::Skip), Outcome::UnexpectedImprovement);
         assert_eq!(o("kms_a@t", Status::Timeout), Outcome::Expected);
         assert_eq!(o("kms_flaky@y", Status::Fail), Outcome::Flake);
+        // A flake may fail, but not hide a kernel report.
+        assert_eq!(o("kms_flaky@y", Status::Warn), Outcome::Unexpected);
         assert!(e.skips.matches("kms_cursor_legacy@basic"));
         assert!(!e.judge(&r("kms_a@x", Status::Pass)).ok());
     }
@@ -379,11 +394,24 @@ mod tests {
             error: None,
             duration: std::time::Duration::ZERO,
         };
-        let (results, excused) = attributed(&out);
-        let st: Vec<(&str, Status)> = results.iter().map(|r| (r.case.as_str(), r.status)).collect();
+        let items: Vec<Item> = ["a@one", "a@two", "a@three"]
+            .iter()
+            .map(|n| Item::parse(n).unwrap())
+            .collect();
+        let (results, excused) = attributed(&out, &items);
+        // A report during a test that is not judged here is not excused.
+        assert!(attributed(&out, &items[..1]).1.is_empty());
+        let st: Vec<(&str, Status)> = results
+            .iter()
+            .map(|r| (r.case.as_str(), r.status))
+            .collect();
         assert_eq!(
             st,
-            [("a@one", Status::Pass), ("a@two", Status::Warn), ("a@three", Status::Fail)]
+            [
+                ("a@one", Status::Pass),
+                ("a@two", Status::Warn),
+                ("a@three", Status::Fail)
+            ]
         );
         assert_eq!(excused, [0]);
         // The boot row does not fail for it; the test's row does unless expected.

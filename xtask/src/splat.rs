@@ -115,6 +115,10 @@ fn marker(line: &str) -> Option<&'static str> {
     if l.starts_with("rcu: INFO: ") && !l.contains("stall") {
         return None;
     }
+    // Reports may be among the lost lines.
+    if l.starts_with("** ") && l.contains("printk messages dropped") {
+        return Some("console: messages dropped");
+    }
     MARKERS
         .iter()
         .find(|(m, _)| l.starts_with(m))
@@ -284,6 +288,13 @@ Oops: so is this
         let s = detect(log);
         assert_eq!(s.len(), 1);
         assert!(s[0].text.starts_with("BUG: sleeping"), "{}", s[0].text);
+    }
+
+    #[test]
+    fn dropped_console_messages_count_as_a_report() {
+        let s = detect("[    3.0] ** 12 printk messages dropped **\n");
+        assert_eq!(s.len(), 1);
+        assert_eq!(s[0].kind, "console: messages dropped");
     }
 
     #[test]

@@ -96,9 +96,10 @@ pub struct CaseResult {
 impl CaseResult {
     pub const PREFIX: &'static str = "result: ";
 
-    /// Reads a result line (anything may precede the prefix).
+    /// Reads a result line: the prefix must start it, so a test's output
+    /// quoted in diagnostics cannot pass for a result.
     pub fn parse(line: &str) -> Option<CaseResult> {
-        let (_, rest) = line.trim_end().split_once(Self::PREFIX)?;
+        let rest = line.trim_end().strip_prefix(Self::PREFIX)?;
         let mut w = rest.split(' ');
         let case = w.next()?.to_string();
         let status = Status::from_name(w.next()?)?;
@@ -221,6 +222,10 @@ pub enum Exit {
     /// It could not be started (the reason).
     NotStarted(String),
 }
+
+/// The `status` of a [`Event::Loaded`] that failed because a DRM driver's
+/// module loaded but no card node appeared (it bound no device).
+pub const NO_DEVICE: i32 = -2;
 
 /// One line `/init` prints on the console for xtask.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -424,7 +429,8 @@ mod tests {
                 status,
                 millis: 1234,
             };
-            assert_eq!(CaseResult::parse(&format!("x{r}")), Some(r));
+            assert_eq!(CaseResult::parse(&format!("{r}")), Some(r.clone()));
+            assert_eq!(CaseResult::parse(&format!("    # {r}")), None);
         }
         assert_eq!(CaseResult::parse("result: a Maybe 1ms"), None);
     }

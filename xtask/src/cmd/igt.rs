@@ -183,6 +183,22 @@ struct ShardFile {
     items: Vec<String>,
     results: Vec<(String, String, u64)>,
     seconds: f64,
+    /// The shard's `boot` row: `ok: ...` or `FAILED: ...`.
+    #[serde(default)]
+    boot: String,
+    /// What it ran on (see [`build_identity`]).
+    #[serde(default)]
+    build: String,
+}
+
+/// A short hash of the kernel and initramfs a shard runs on, so results
+/// from another build are not combined as if they were this one's.
+fn build_identity(b: &boot::Built) -> Result<String> {
+    Ok(paths::short_hash(&format!(
+        "{}\n{}",
+        paths::sha256_file(&b.kernel.image)?,
+        paths::sha256_file(&b.initrd)?
+    )))
 }
 
 fn counts(results: &[CaseResult]) -> String {
@@ -271,7 +287,13 @@ pub fn run(
         shard_count(&shard_dir)?
     } else {
         let out = run_shard(&ctx, b, &args, &a, &items, index, count)?;
-        let (results, excused) = igt::attributed(&out);
+        let (results, excused) = igt::attributed(&out, &items);
+        let br = super::test::boot_rows(&arch, &out, &run_steps(&a, &items), &[], None, &excused);
+        let boot_note = br
+            .rows
+            .iter()
+            .find(|r| r.name == "boot")
+            .map_or_else(|| "FAILED: no boot row".into(), |r| r.note.clone());
         let file = ShardFile {
             index,
             count,
@@ -281,19 +303,13 @@ pub fn run(
                 .map(|r| (r.case.clone(), r.status.name().to_string(), r.millis))
                 .collect(),
             seconds: out.duration.as_secs_f64(),
+            boot: boot_note,
+            build: build_identity(b)?,
         };
         std::fs::write(
             shard_dir.join(format!("shard-{index}-of-{count}.json")),
             serde_json::to_string_pretty(&file)?,
         )?;
-        let br = super::test::boot_rows(
-            &arch,
-            &out,
-            &run_steps(&a, &items),
-            &[],
-            None,
-            &excused,
-        );
         report
             .rows
             .extend(br.rows.into_iter().filter(|r| r.name == "boot"));
@@ -314,12 +330,30 @@ pub fn run(
     let mut combined = Vec::new();
     let mut present = Vec::new();
     let mut guest_seconds = 0.0;
+    let this_build = build_identity(b)?;
+    // One row a shard: it ran, its boot was clean, on this build.
+    let mut shard_rows = Vec::new();
     for i in 1..=count {
         let p = shard_dir.join(format!("shard-{i}-of-{count}.json"));
+        let row = format!("igt-shard:{i}/{count}");
         let Ok(text) = std::fs::read_to_string(&p) else {
+            shard_rows.push(Row::verdict(
+                &arch,
+                a.driver.name(),
+                &row,
+                &Verdict::fail(format!("missing: run --shard {i}/{count}")),
+            ));
             continue;
         };
         let f: ShardFile = serde_json::from_str(&text)?;
+        let v = if !f.boot.starts_with("ok") {
+            Verdict::fail(format!("its boot: {}", f.boot))
+        } else if f.build != this_build {
+            Verdict::fail("ran on another kernel or initramfs than this build: rerun it")
+        } else {
+            Verdict::pass(format!("{} results, {}", f.results.len(), f.boot))
+        };
+        shard_rows.push(Row::verdict(&arch, a.driver.name(), &row, &v));
         present.push(i);
         guest_seconds += f.seconds;
         for n in f.items {
@@ -340,6 +374,8 @@ pub fn run(
     let exp = Expectations::load(&igt_dir(&ctx), a.driver.name())?;
     let judged = judged_rows(&arch, a.driver, &combined_items, &combined, &exp);
     report.rows.splice(0..0, judged);
+    let shards_ok = shard_rows.iter().all(|r| r.failed == 0);
+    report.rows.extend(shard_rows);
     report.details.push(format!(
         "igt: shards present {}/{count}: {} of {} tests have results ({}); guest time {}",
         present.len(),
@@ -349,9 +385,9 @@ pub fn run(
         crate::ui::fmt_duration(std::time::Duration::from_secs_f64(guest_seconds))
     ));
     if a.record {
-        if present.len() != count || combined.len() != all.len() {
+        if !shards_ok || present.len() != count || combined.len() != all.len() {
             bail!(
-                "--record needs every shard's results ({} of {count} shards, {} of {} tests); run the missing shards first",
+                "--record needs every shard's results from clean boots of this build ({} of {count} shards, {} of {} tests; see the igt-shard rows); rerun those shards first",
                 present.len(),
                 combined.len(),
                 all.len()
@@ -385,10 +421,11 @@ fn run_shard(
 ) -> Result<boot::BootOutcome> {
     let (_, file) = boot_parts(items, a.test_timeout);
     // One directory a shard, so every shard's serial log is kept.
-    let run_dir = crate::ui::ensure_dir(ctx.cache.run_dir(&b.machine.name)?.join(format!(
-        "igt-{}-shard-{index}-of-{count}",
-        a.driver.name()
-    )))?;
+    let run_dir = crate::ui::ensure_dir(
+        ctx.cache
+            .run_dir(&b.machine.name)?
+            .join(format!("igt-{}-shard-{index}-of-{count}", a.driver.name())),
+    )?;
     // Each test is bounded; the boot gets the sum and some.
     let timeout = args.timeout.max(items.len() as u64 * a.test_timeout + 300);
     boot::boot(

@@ -145,6 +145,16 @@ pub fn boot_rows(
     }
     let verdict = if let Some(e) = &out.error {
         Verdict::fail(e.lines().next().unwrap_or(""))
+    } else if !out.log.is_empty()
+        && !out
+            .log
+            .lines()
+            .any(|l| crate::splat::kernel_message(l).is_some())
+    {
+        // Splats are found by their printk timestamps.
+        Verdict::fail(
+            "no kernel message has a printk timestamp (printk.time=0?): splats cannot be found",
+        )
     } else if out
         .splats
         .iter()
@@ -284,7 +294,14 @@ impl TestRun<'_> {
             ]);
         }
         let mut files = Vec::new();
-        if self.wants_program(&LIBDRM) {
+        let igt_items = self.igt_items(arch)?;
+        let wants_libdrm = self.wants_program(&LIBDRM);
+        // libdrm's tools and IGT run under the chosen driver, whatever the
+        // filter left out before them (IGT without a driver would skip all).
+        if (wants_libdrm || !igt_items.is_empty()) && !(render || uapi) {
+            steps.push(d.load());
+        }
+        if wants_libdrm {
             steps.push(Step::Run {
                 program: LIBDRM.name.into(),
                 args: vec!["libdrm".into(), "/etc/vrs/libdrm.list".into(), "60".into()],
@@ -294,7 +311,6 @@ impl TestRun<'_> {
                 LIBDRM_LIST.as_bytes().to_vec(),
             ));
         }
-        let igt_items = self.igt_items(arch)?;
         if !igt_items.is_empty() {
             let (step, file) = super::igt::boot_parts(&igt_items, IGT_TEST_TIMEOUT);
             steps.push(step);
@@ -318,7 +334,7 @@ impl TestRun<'_> {
             },
         )?;
         let expected = expected_suites(&self.suites_text, arch);
-        let (igt_results, excused) = crate::igt::attributed(&out);
+        let (igt_results, excused) = crate::igt::attributed(&out, &igt_items);
         let mut r = boot_rows(
             arch,
             &out,
@@ -553,7 +569,14 @@ mod tests {
 
     #[test]
     fn missing_suite_and_missing_init_fail() {
-        let r = boot_rows("x86_64", &outcome(NO_INIT), &[], &["rust_doctests_kernel".into(), "absent".into()], None, &[]);
+        let r = boot_rows(
+            "x86_64",
+            &outcome(NO_INIT),
+            &[],
+            &["rust_doctests_kernel".into(), "absent".into()],
+            None,
+            &[],
+        );
         let missing = r.rows.iter().find(|r| r.name == "absent").unwrap();
         assert_eq!(missing.failed, 1);
         let doc = r
@@ -571,7 +594,14 @@ mod tests {
     #[test]
     fn filter_limits_rows() {
         let f = glob::Pattern::new("rust_net*").unwrap();
-        let r = boot_rows("x86_64", &outcome(NO_INIT), &[], &["rust_doctests_kernel".into()], Some(&f), &[]);
+        let r = boot_rows(
+            "x86_64",
+            &outcome(NO_INIT),
+            &[],
+            &["rust_doctests_kernel".into()],
+            Some(&f),
+            &[],
+        );
         let names: Vec<&str> = r.rows.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(names, ["rust_netlink", "boot"]);
     }

@@ -130,7 +130,14 @@ fn run(fd: BorrowedFd<'_>, c: &mut Calls) {
         // The core ignores `flags` (7.3's drm_mode_create_dumb does not
         // check them): the C driver accepts this, so must the Rust one.
         ("create_dumb_unknown_flags", Success, 64, 64, 32, 1),
-        ("create_dumb_overflow", Failure, 0xffff_ffff, 0xffff_ffff, 32, 0),
+        (
+            "create_dumb_overflow",
+            Failure,
+            0xffff_ffff,
+            0xffff_ffff,
+            32,
+            0,
+        ),
     ] {
         c.call(
             case,

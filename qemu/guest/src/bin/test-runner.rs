@@ -107,8 +107,10 @@ fn run(t: &Test, limit: Duration) -> (Status, String) {
             Err(_) => break None,
         }
     };
+    // On a timeout the test itself, and in any case the helpers it left
+    // behind, which would run into the next test.
+    kill_group(child.id());
     if status.is_none() {
-        kill_group(child.id());
         let _ = child.wait();
     }
     let mut out = Vec::new();
@@ -142,8 +144,8 @@ fn kill_group(pid: u32) {
     };
     if pgid > 1 {
         // SAFETY: kill(2) has no memory-safety preconditions; `-pgid`
-        // names the group the child leads (it was spawned with
-        // `process_group(0)`).
+        // names the group the child led (it was spawned with
+        // `process_group(0)`), which this process is not in.
         unsafe { libc::kill(-pgid, libc::SIGKILL) };
     }
 }

@@ -5,26 +5,29 @@
 //! program: see [`virtgpu_protocol::Step`]) and prints one
 //! [`virtgpu_protocol::Event`] line for each, which xtask reads to judge the
 //! boot: a module that does not load, a program that exits non-zero or is
-//! killed by a signal, or a step that never reports fails the boot's row.
+//! killed by a signal, or a step that never reports fails the boot's row;
+//! so does a DRM driver's module that loads but brings up no card.
 //! Then it prints lockdep's figures and powers off (QEMU runs with
 //! `-no-reboot`), unless `vrs.hang=1` asks it to hang.
 //!
 //! Everything goes through the kernel log (`/dev/kmsg`, one record a line,
 //! `printk.devkmsg=on`), so the console never splits a line of ours with a
-//! kernel message, nor a kernel message with ours. A program's stdout and
+//! kernel message, nor a kernel message with ours (only busybox's own
+//! error messages, from `mount`, `modprobe` and `rmmod`, go to the console
+//! directly). A program's stdout and
 //! stderr are forwarded line by line as `<program>| <line>`: xtask takes a
 //! program's output (its KTAP included) from those lines, and nothing a
 //! program prints can pass for a kernel report.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::process::ExitStatusExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use virtgpu_protocol::{cmdline_value, key, output_tag, Event, Exit, Step};
+use virtgpu_protocol::{cmdline_value, key, output_tag, Event, Exit, Step, NO_DEVICE};
 
 /// Modules that register a DRM device: after loading one, `/init` waits for
 /// its card node; after unloading one, for the node to go.
@@ -48,13 +51,14 @@ impl Log {
             .map(Arc::new))
     }
 
-    /// Writes one line as one record.
+    /// Writes one line as one record (a longer line is cut, and says so).
     fn line(&self, text: &str) {
         let mut end = text.len().min(MAX_LINE);
         while !text.is_char_boundary(end) {
             end -= 1;
         }
-        let rec = format!("{}\n", &text[..end]);
+        let cut = if end < text.len() { " [line cut]" } else { "" };
+        let rec = format!("{}{cut}\n", &text[..end]);
         match &self.0 {
             Some(f) => {
                 let _ = (&**f).write_all(rec.as_bytes());
@@ -83,6 +87,20 @@ impl Log {
             let _ = tx.send(());
         });
         rx
+    }
+}
+
+/// Kills what is left of the process group a program led.
+fn kill_group(pid: u32) {
+    let Ok(pgid) = libc::pid_t::try_from(pid) else {
+        return;
+    };
+    // Never signal -1 (every process) or our own group.
+    if pgid > 1 {
+        // SAFETY: kill(2) has no memory-safety preconditions; `-pgid` names
+        // the group the program led (spawned with `process_group(0)`),
+        // which init is not in.
+        unsafe { libc::kill(-pgid, libc::SIGKILL) };
     }
 }
 
@@ -125,9 +143,13 @@ fn run_step(log: &Log, step: &Step) {
         Step::Load { module, params } => {
             let mut args = vec![module.as_str()];
             args.extend(params.iter().map(String::as_str));
-            let status = sh(log, "/bin/modprobe", &args);
+            let mut status = sh(log, "/bin/modprobe", &args);
             if status == 0 && DRM_DRIVERS.contains(&module.as_str()) {
                 wait_for(|| Path::new(CARD).exists(), Duration::from_secs(5));
+                if !Path::new(CARD).exists() {
+                    // Loaded, but it bound no device: nothing can test it.
+                    status = NO_DEVICE;
+                }
             }
             log.say(Event::Loaded {
                 module: module.clone(),
@@ -160,6 +182,7 @@ fn run_step(log: &Log, step: &Step) {
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
+                .process_group(0)
                 .spawn();
             let exit = match spawned {
                 Ok(mut child) => {
@@ -171,7 +194,9 @@ fn run_step(log: &Log, step: &Step) {
                         done.push(log.forward(program, p));
                     }
                     let status = child.wait();
-                    // A helper the program left behind may hold the pipes.
+                    // Helpers the program left behind would hold the pipes
+                    // and print into the next step: they go with it.
+                    kill_group(child.id());
                     for d in done {
                         let _ = d.recv_timeout(Duration::from_secs(5));
                     }

@@ -35,8 +35,8 @@ pub enum Driver {
 impl Driver {
     pub fn module(self) -> &'static str {
         match self {
-            Driver::C => "virtio_gpu",
-            Driver::Rust => "virtio_gpu_rs",
+            Driver::C => virtgpu_protocol::DRM_DRIVERS[0],
+            Driver::Rust => virtgpu_protocol::DRM_DRIVERS[1],
         }
     }
 

@@ -223,6 +223,10 @@ pub enum Exit {
     NotStarted(String),
 }
 
+/// The modules of the two virtio-gpu DRM drivers (C, Rust): after loading
+/// one, `/init` waits for its card node; after unloading one, for it to go.
+pub const DRM_DRIVERS: [&str; 2] = ["virtio_gpu", "virtio_gpu_rs"];
+
 /// The `status` of a [`Event::Loaded`] that failed because a DRM driver's
 /// module loaded but no card node appeared (it bound no device).
 pub const NO_DEVICE: i32 = -2;

@@ -17,6 +17,7 @@ use std::process::{Command, ExitCode, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use virtgpu_guest::kill_group;
 use virtgpu_protocol::ktap::Suite;
 use virtgpu_protocol::{CaseResult, Status};
 
@@ -134,20 +135,6 @@ fn run(t: &Test, limit: Duration) -> (Status, String) {
         _ => text,
     };
     (st, text)
-}
-
-/// Kills the process group a test leads (IGT forks helpers).
-fn kill_group(pid: u32) {
-    // A process group id is a positive pid; never signal -1 or 0.
-    let Ok(pgid) = libc::pid_t::try_from(pid) else {
-        return;
-    };
-    if pgid > 1 {
-        // SAFETY: kill(2) has no memory-safety preconditions; `-pgid`
-        // names the group the child led (it was spawned with
-        // `process_group(0)`), which this process is not in.
-        unsafe { libc::kill(-pgid, libc::SIGKILL) };
-    }
 }
 
 /// Why a test skipped, from its output.

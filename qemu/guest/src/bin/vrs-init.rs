@@ -27,11 +27,9 @@ use std::process::{Command, Stdio};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use virtgpu_protocol::{cmdline_value, key, output_tag, Event, Exit, Step, NO_DEVICE};
+use virtgpu_guest::kill_group;
+use virtgpu_protocol::{cmdline_value, key, output_tag, Event, Exit, Step, DRM_DRIVERS, NO_DEVICE};
 
-/// Modules that register a DRM device: after loading one, `/init` waits for
-/// its card node; after unloading one, for the node to go.
-const DRM_DRIVERS: &[&str] = &["virtio_gpu", "virtio_gpu_rs"];
 const CARD: &str = "/dev/dri/card0";
 const LIBRARY_PATH: &str = "/usr/lib/x86_64-linux-gnu:/usr/lib/aarch64-linux-gnu";
 
@@ -87,20 +85,6 @@ impl Log {
             let _ = tx.send(());
         });
         rx
-    }
-}
-
-/// Kills what is left of the process group a program led.
-fn kill_group(pid: u32) {
-    let Ok(pgid) = libc::pid_t::try_from(pid) else {
-        return;
-    };
-    // Never signal -1 (every process) or our own group.
-    if pgid > 1 {
-        // SAFETY: kill(2) has no memory-safety preconditions; `-pgid` names
-        // the group the program led (spawned with `process_group(0)`),
-        // which init is not in.
-        unsafe { libc::kill(-pgid, libc::SIGKILL) };
     }
 }
 

@@ -1,4 +1,5 @@
-//! The "option off changes nothing" check of `CONFIG_RUST_ARC_LOCKDEP`.
+//! The "option off changes nothing" checks of `CONFIG_RUST_ARC_LOCKDEP`
+//! and of implicit lock classes without `CONFIG_LOCKDEP`.
 //!
 //! `qemu/arc-user/` is a small user of `Arc`. It is built as an external
 //! module twice: against the `arc-lockdep-off` variant of our kernel, and
@@ -7,6 +8,12 @@
 //! `Arc` code instantiated in it), except the module glue that our
 //! `module!` extends, must disassemble to the same instructions and
 //! relocations.
+//!
+//! `qemu/implicit-user/` makes each kind of lock twice, with an implicit
+//! class and with the class macro. It is built against our tree configured
+//! like the variant but without lockdep; each pair must disassemble to the
+//! same instructions (relocation targets aside: the names and keys differ),
+//! and nothing may refer to the implicit class code.
 
 use crate::build::{Ctx, Kernel};
 use crate::machine::Machine;
@@ -138,88 +145,240 @@ pub fn compare(ours: &str, pristine: &str) -> Verdict {
     Verdict { ok, summary }
 }
 
+/// Relocation lines keep only their type: the two functions of a pair point
+/// to different names and keys by design. Branches within the function name
+/// the function itself; that name becomes `<self>`.
+fn without_reloc_targets(name: &str, code: &[String]) -> Vec<String> {
+    code.iter()
+        .map(|l| match l.split_once(char::is_whitespace) {
+            Some((kind, _)) if kind.starts_with("R_") => kind.to_string(),
+            _ => l.replace(name, "<self>"),
+        })
+        .collect()
+}
+
+/// Compares each `implicit_user_*_implicit` function of `disasm` with its
+/// `*_macro` twin, and checks that nothing refers to the implicit class code.
+pub fn compare_implicit(disasm: &str) -> Verdict {
+    let fns = functions(disasm);
+    let mut pairs = 0;
+    let mut differ = Vec::new();
+    for (name, code) in &fns {
+        let Some(stem) = name
+            .rfind("implicit_user_")
+            .and_then(|i| name[i..].strip_suffix("_implicit"))
+        else {
+            continue;
+        };
+        let twin = fns
+            .iter()
+            .find(|(n, _)| n.ends_with(&format!("{stem}_macro")));
+        match twin {
+            Some((twin, other))
+                if without_reloc_targets(name, code) == without_reloc_targets(twin, other) =>
+            {
+                pairs += 1
+            }
+            _ => differ.push(stem.to_string()),
+        }
+    }
+    // Calls into the implicit class code (a lookup); a reference to the one
+    // static key that stands for every class without lockdep is data.
+    let table_refs: Vec<&str> = disasm
+        .lines()
+        .filter(|l| l.contains("implicit_class") || l.contains("class_at"))
+        .filter(|l| l.contains("PLT32") || l.contains("call") || l.contains("R_AARCH64_CALL26"))
+        .collect();
+    let ok = pairs >= 3 && differ.is_empty() && table_refs.is_empty();
+    let summary = if ok {
+        format!("without CONFIG_LOCKDEP, {pairs} locks made with implicit classes compile to the same code as with the class macros; no reference to the class table")
+    } else if !table_refs.is_empty() {
+        format!(
+            "without CONFIG_LOCKDEP the object still refers to implicit class code: {}",
+            table_refs[0].trim()
+        )
+    } else {
+        format!(
+            "{pairs} identical pair(s); differ or missing: {}",
+            if differ.is_empty() {
+                "fewer than 3 pairs found".to_string()
+            } else {
+                differ.join(", ")
+            }
+        )
+    };
+    Verdict { ok, summary }
+}
+
+/// The options that, set to `n` over a configuration, take lockdep out.
+const NO_LOCKDEP: &[&str] = &[
+    "PROVE_LOCKING",
+    "DEBUG_LOCK_ALLOC",
+    "DEBUG_WW_MUTEX_SLOWPATH",
+    "LOCK_STAT",
+    "LOCKDEP",
+];
+
 impl Ctx {
-    /// Builds `qemu/arc-user` against the off variant `off` and against the
-    /// pristine source with the same configuration, and compares them.
-    pub fn arc_off_codegen(&self, m: &Machine, off: &Kernel) -> Result<Verdict> {
-        let config = std::fs::read_to_string(off.build_dir.join(".config"))?;
+    /// The build directory for external modules of `kind` against a tree
+    /// configured with `config` (one per machine, source, toolchain and
+    /// configuration).
+    fn modules_dir(&self, m: &Machine, kind: &str, config: &str) -> Result<std::path::PathBuf> {
         let key = format!(
             "{}\n{}\n{}\n{config}",
             m.name, self.source.key, self.tc_identity
         );
-        let pristine = ui::ensure_dir(self.cache.dir.join(format!(
-            "build/{}-pristine-{}",
+        ui::ensure_dir(self.cache.dir.join(format!(
+            "build/{}-{kind}-{}",
             m.name,
             paths::short_hash(&key)
-        )))?;
-        let log = pristine.join("build.log");
+        )))
+    }
+
+    /// Prepares `out` (once per configuration) for building external
+    /// modules from `src` with `config`.
+    fn prepare_for_modules(
+        &self,
+        m: &Machine,
+        src: &Path,
+        out: &Path,
+        config: &str,
+        phase: &Phase,
+    ) -> Result<()> {
+        let stamp = out.join("prepared.stamp");
+        if stamp.exists() {
+            return Ok(());
+        }
+        let log = out.join("build.log");
         let hint = format!("see {}", log.display());
-        let make = |src: &Path, o: &Path| self.make_in(src, m, o);
+        std::fs::write(out.join(".config"), config)?;
+        for target in ["olddefconfig", "modules_prepare"] {
+            phase.status(&format!(
+                "{} {target}",
+                out.file_name().unwrap_or_default().to_string_lossy()
+            ));
+            ui::run_logged(
+                &mut self.tc.command(&self.make_in(src, m, out).arg(target)),
+                &log,
+                phase,
+                &hint,
+            )?;
+        }
+        std::fs::write(&stamp, "")?;
+        Ok(())
+    }
+
+    /// Builds the external module in `qemu/<user>/` (module `module`)
+    /// against the tree `src` configured in `out`, into the run directory
+    /// `run_name`, and returns its disassembly.
+    fn build_user(
+        &self,
+        m: &Machine,
+        (src, out): (&Path, &Path),
+        (user, module): (&str, &str),
+        run_name: &str,
+        phase: &Phase,
+    ) -> Result<String> {
+        let dir = ui::ensure_dir(self.cache.run_dir(&m.name)?.join(run_name))?;
+        for f in ["Kbuild".to_string(), format!("{module}.rs")] {
+            let from = self.project.join("qemu").join(user).join(&f);
+            let to = dir.join(&f);
+            let text =
+                std::fs::read(&from).with_context(|| format!("reading {}", from.display()))?;
+            if std::fs::read(&to).ok().as_deref() != Some(text.as_slice()) {
+                std::fs::write(&to, text)?;
+            }
+        }
+        let log = out.join("build.log");
+        let hint = format!("see {}", log.display());
+        phase.status(&format!("build {user} ({run_name})"));
+        ui::run_logged(
+            &mut self.tc.command(
+                &self
+                    .make_in(src, m, out)
+                    .arg(format!("M={}", dir.display()))
+                    .arg("KBUILD_MODPOST_WARN=1")
+                    // Instantiate every generic here: a shared instance
+                    // from the kernel crate exists or not depending on the
+                    // crate's other users.
+                    .arg("KRUSTFLAGS=-Zshare-generics=no")
+                    .arg("modules"),
+            ),
+            &log,
+            phase,
+            &hint,
+        )?;
+        self.tc.output(
+            &Cmd::new("llvm-objdump")
+                .arg("-d")
+                .arg("-r")
+                .arg("--no-show-raw-insn")
+                .arg(dir.join(format!("{module}.o"))),
+        )
+    }
+
+    /// Builds `qemu/arc-user` against the off variant `off` and against the
+    /// pristine source with the same configuration, and compares them.
+    pub fn arc_off_codegen(&self, m: &Machine, off: &Kernel) -> Result<Verdict> {
+        let config = std::fs::read_to_string(off.build_dir.join(".config"))?;
+        let pristine = self.modules_dir(m, "pristine", &config)?;
         Phase::start(format!("arc-off codegen {}", m.name)).run(
             |phase| {
-                let stamp = pristine.join("prepared.stamp");
-                if !stamp.exists() {
-                    std::fs::write(pristine.join(".config"), &config)?;
-                    for target in ["olddefconfig", "modules_prepare"] {
-                        phase.status(&format!("pristine {target}"));
-                        ui::run_logged(
-                            &mut self
-                                .tc
-                                .command(&make(&self.source.dir, &pristine).arg(target)),
-                            &log,
-                            phase,
-                            &hint,
-                        )?;
-                    }
-                    std::fs::write(&stamp, "")?;
-                }
-                let mut dumps = Vec::new();
-                for (name, src, o) in [
-                    ("ours", self.tree.as_path(), off.build_dir.as_path()),
-                    ("pristine", self.source.dir.as_path(), pristine.as_path()),
-                ] {
-                    let dir = ui::ensure_dir(
-                        self.cache
-                            .run_dir(&m.name)?
-                            .join(format!("arc-user-{name}")),
-                    )?;
-                    for f in ["Kbuild", "rust_arc_user.rs"] {
-                        let from = self.project.join("qemu/arc-user").join(f);
-                        let to = dir.join(f);
-                        let text = std::fs::read(&from)
-                            .with_context(|| format!("reading {}", from.display()))?;
-                        if std::fs::read(&to).ok().as_deref() != Some(text.as_slice()) {
-                            std::fs::write(&to, text)?;
-                        }
-                    }
-                    phase.status(&format!("build the user against {name}"));
-                    ui::run_logged(
-                        &mut self.tc.command(
-                            &make(src, o)
-                                .arg(format!("M={}", dir.display()))
-                                .arg("KBUILD_MODPOST_WARN=1")
-                                // Instantiate every generic here: a shared
-                                // instance from the kernel crate exists or
-                                // not depending on the crate's other users.
-                                .arg("KRUSTFLAGS=-Zshare-generics=no")
-                                .arg("modules"),
+                self.prepare_for_modules(m, &self.source.dir, &pristine, &config, phase)?;
+                let user = ("arc-user", "rust_arc_user");
+                let ours = self.build_user(
+                    m,
+                    (&self.tree, &off.build_dir),
+                    user,
+                    "arc-user-ours",
+                    phase,
+                )?;
+                let theirs = self.build_user(
+                    m,
+                    (&self.source.dir, &pristine),
+                    user,
+                    "arc-user-pristine",
+                    phase,
+                )?;
+                Ok(compare(&ours, &theirs))
+            },
+            |v| v.summary.clone(),
+        )
+    }
+
+    /// Builds `qemu/implicit-user` against our tree configured like the
+    /// variant `off` but without lockdep, and compares each lock made with
+    /// an implicit class with its twin made with the class macro.
+    pub fn implicit_off_codegen(&self, m: &Machine, off: &Kernel) -> Result<Verdict> {
+        let mut config = std::fs::read_to_string(off.build_dir.join(".config"))?;
+        for opt in NO_LOCKDEP {
+            config.push_str(&format!("# CONFIG_{opt} is not set\n"));
+        }
+        let out = self.modules_dir(m, "nolockdep", &config)?;
+        Phase::start(format!("implicit-class codegen {}", m.name)).run(
+            |phase| {
+                // Our tree changes with the overlay: let `make` bring the
+                // prepared kernel crate up to date every time.
+                let _ = std::fs::remove_file(out.join("prepared.stamp"));
+                self.prepare_for_modules(m, &self.tree, &out, &config, phase)?;
+                let final_config = std::fs::read_to_string(out.join(".config"))?;
+                if final_config.lines().any(|l| l == "CONFIG_LOCKDEP=y") {
+                    return Ok(Verdict {
+                        ok: false,
+                        summary: format!(
+                            "CONFIG_LOCKDEP is still selected in {}: another option selects it",
+                            out.join(".config").display()
                         ),
-                        &log,
-                        phase,
-                        &hint,
-                    )?;
-                    let obj = dir.join("rust_arc_user.o");
-                    dumps.push(
-                        self.tc.output(
-                            &Cmd::new("llvm-objdump")
-                                .arg("-d")
-                                .arg("-r")
-                                .arg("--no-show-raw-insn")
-                                .arg(&obj),
-                        )?,
-                    );
+                    });
                 }
-                Ok(compare(&dumps[0], &dumps[1]))
+                let disasm = self.build_user(
+                    m,
+                    (&self.tree, &out),
+                    ("implicit-user", "rust_implicit_user"),
+                    "implicit-user",
+                    phase,
+                )?;
+                Ok(compare_implicit(&disasm))
             },
             |v| v.summary.clone(),
         )
@@ -244,6 +403,43 @@ Disassembly of section .text:
 0000000000000030 <init_module>:
       30: retq
 ";
+
+    const PAIR: &str = "\
+0000000000000000 <_RNvCs1AbC_18rust_implicit_user31implicit_user_spinlock_implicit>:
+       0: leaq (%rip), %rsi
+\t\t0000000000000003:  R_X86_64_PC32\t.Lanon.1-0x4
+       7: jmp 0x0 <_RNvCs1AbC_18rust_implicit_user31implicit_user_spinlock_implicit+0x7>
+0000000000000010 <_RNvCs1AbC_18rust_implicit_user28implicit_user_spinlock_macro>:
+      10: leaq (%rip), %rsi
+\t\t0000000000000013:  R_X86_64_PC32\t_RNvNvCs1AbC_18rust_implicit_user28implicit_user_spinlock_macro5CLASS-0x4
+      17: jmp 0x0 <_RNvCs1AbC_18rust_implicit_user28implicit_user_spinlock_macro+0x7>
+";
+
+    #[test]
+    fn implicit_pairs_compare_without_relocation_targets() {
+        let three = [
+            PAIR,
+            &PAIR.replace("spinlock", "mutexxxx"),
+            &PAIR.replace("spinlock", "condvarx"),
+        ]
+        .concat();
+        let v = compare_implicit(&three);
+        assert!(v.ok, "{}", v.summary);
+        // Another instruction in one twin fails.
+        let changed = three.replacen("      17: jmp", "      17: call", 1);
+        assert!(!compare_implicit(&changed).ok);
+        // A call into the class table fails even when the pairs match...
+        let table = format!("{three}\t\t0000000000000020:  R_X86_64_PLT32\t_RNvNtNtCs1AbC_6kernel4sync14implicit_class8class_at-0x4\n");
+        assert!(!compare_implicit(&table).ok);
+        // ...but the address of the static key is data, not a lookup (the
+        // line stands before the functions, so the pairs stay equal).
+        let key = format!(
+            "\t\t0000000000000020:  R_X86_64_32S\t_RNvNvNtNtCs1AbC_6kernel4sync14implicit_class8class_at3KEY\n{three}"
+        );
+        assert!(compare_implicit(&key).ok);
+        // Too few pairs is not a pass.
+        assert!(!compare_implicit(PAIR).ok);
+    }
 
     #[test]
     fn same_code_at_other_addresses_and_hashes_matches() {

@@ -9,12 +9,17 @@
 //! Cases: `clone_drop` (clone and drop of an `Arc` that stays alive, nothing
 //! held), `clone_drop_holding_lock` (the same with a spinlock held, so the
 //! drop's lockdep acquisition is validated against it), `new_drop` (make an
-//! `Arc` and drop the last reference), `class_lookup_repeat` (the implicit
+//! `Arc` and drop the last reference), `lockdep_pair` and
+//! `lockdep_pair_holding_lock` (the floor: one lockdep acquire and release
+//! of a map, as a spinlock does them, with nothing or that spinlock held;
+//! what lockdep adds to a lock/unlock pair), `class_lookup_repeat` (the implicit
 //! class of one known location), `class_lookup_first` (the first lookup of
 //! each of 256 new locations; one sample, so it needs a fine clock) and
 //! `class_lookup_256_repeat` (those 256 again).
 
 use core::panic::Location;
+#[cfg(CONFIG_LOCKDEP)]
+use kernel::{bindings, str::CStrExt, types::Opaque};
 use kernel::{
     prelude::*,
     sync::{
@@ -343,6 +348,8 @@ fn run() -> Result {
             Ok(())
         })?,
     );
+    #[cfg(CONFIG_LOCKDEP)]
+    floor(&lock)?;
     let iters = ITERS / 10;
     report(
         "new_drop",
@@ -357,7 +364,8 @@ fn run() -> Result {
         "class_lookup_repeat",
         best(ITERS, || {
             for _ in 0..ITERS {
-                core::hint::black_box(caller_lock_class());
+                // SAFETY: The class is only looked up, never used.
+                core::hint::black_box(unsafe { caller_lock_class() });
             }
             Ok(())
         })?,
@@ -365,7 +373,8 @@ fn run() -> Result {
     let sites = new_sites();
     let start = Instant::<Monotonic>::now();
     for s in sites {
-        core::hint::black_box(class_at(s, Usage::Lock));
+        // SAFETY: The class is only looked up, never used.
+        core::hint::black_box(unsafe { class_at(s, Usage::Lock) });
     }
     report("class_lookup_first", ns_since(&start) / sites.len() as i64);
     let reps = 100;
@@ -374,8 +383,73 @@ fn run() -> Result {
         best(reps * sites.len() as u32, || {
             for _ in 0..reps {
                 for s in sites {
-                    core::hint::black_box(class_at(s, Usage::Lock));
+                    // SAFETY: As above.
+                    core::hint::black_box(unsafe { class_at(s, Usage::Lock) });
                 }
+            }
+            Ok(())
+        })?,
+    );
+    Ok(())
+}
+
+/// A lockdep map of its own class, acquired and released as a spinlock's.
+#[cfg(CONFIG_LOCKDEP)]
+#[pin_data]
+struct Map {
+    #[pin]
+    map: Opaque<bindings::lockdep_map>,
+}
+
+#[cfg(CONFIG_LOCKDEP)]
+impl Map {
+    fn new() -> impl PinInit<Self> {
+        let key = kernel::static_lock_class!();
+        pin_init!(Self {
+            // SAFETY: `slot` is valid for writes; the name and key are static.
+            map <- Opaque::ffi_init(|slot| unsafe {
+                bindings::lockdep_init_map_type(
+                    slot,
+                    c"arc_bench_floor".as_char_ptr(),
+                    key.as_ptr(),
+                    0,
+                    bindings::lockdep_wait_type_LD_WAIT_SPIN as u8,
+                    bindings::lockdep_wait_type_LD_WAIT_INV as u8,
+                    bindings::lockdep_lock_type_LD_LOCK_NORMAL as u8,
+                )
+            }),
+        })
+    }
+
+    fn pair(&self) {
+        // SAFETY: the map is initialised; acquired and released at once, as
+        // `spin_acquire`/`spin_release` do.
+        unsafe {
+            bindings::lock_acquire(self.map.get(), 0, 0, 0, 1, core::ptr::null_mut(), 0);
+            bindings::lock_release(self.map.get(), 0);
+        }
+    }
+}
+
+/// The floor: one lockdep-tracked acquire and release.
+#[cfg(CONFIG_LOCKDEP)]
+fn floor(lock: &SpinLock<u32>) -> Result {
+    let map = KBox::pin_init(Map::new(), GFP_KERNEL)?;
+    report(
+        "lockdep_pair",
+        best(ITERS, || {
+            for _ in 0..ITERS {
+                map.pair();
+            }
+            Ok(())
+        })?,
+    );
+    report(
+        "lockdep_pair_holding_lock",
+        best(ITERS, || {
+            let _g = lock.lock();
+            for _ in 0..ITERS {
+                map.pair();
             }
             Ok(())
         })?,

@@ -11,11 +11,14 @@
 //! itself off for the rest of the boot).
 
 use kernel::{
-    define_ww_class, new_mutex,
+    define_ww_class,
+    interrupt::LocalInterruptDisabled,
+    irq_work::{IrqWork, IrqWorkItem},
+    new_mutex, new_spinlock_irq,
     prelude::*,
     sync::{
         lock::ww_mutex::{AcquireCtx, Mutex},
-        Arc, Completion,
+        Arc, Completion, SpinLockIrq,
     },
     time::{delay::fsleep, Delta},
     workqueue,
@@ -160,6 +163,131 @@ fn arc_drop_inverts_two_locks() -> Result {
     Ok(())
 }
 
+type IrqLock = Arc<SpinLockIrq<u32>>;
+
+/// An object whose destructor takes an IRQ-safe lock.
+struct TakesIrqLock(IrqLock);
+
+impl Drop for TakesIrqLock {
+    fn drop(&mut self) {
+        *self.0.lock() += 1;
+    }
+}
+
+/// Every `Arc<TakesIrqLock>` is made here: one lockdep class.
+fn make_irq(lock: &IrqLock) -> Result<Arc<TakesIrqLock>> {
+    Ok(Arc::new(TakesIrqLock(lock.clone()), GFP_KERNEL)?)
+}
+
+/// A virtqueue-like interrupt handler: takes `lock` with `lock_with` and
+/// drops `obj` under it.
+#[pin_data]
+struct DropUnderLock {
+    lock: IrqLock,
+    #[pin]
+    obj: SpinLockIrq<Option<Arc<TakesIrqLock>>>,
+    #[pin]
+    done: Completion,
+}
+
+impl IrqWorkItem for DropUnderLock {
+    fn run(&self, irq: &LocalInterruptDisabled) {
+        let obj = self.obj.lock_with(irq).take();
+        let g = self.lock.lock_with(irq);
+        drop(obj); // not the last reference
+        drop(g);
+        self.done.complete_all();
+    }
+}
+
+/// (d) The interrupt path gone wrong: the destructor of an object takes the
+/// IRQ-safe lock that the interrupt handler holds while dropping a reference
+/// to such an object. On the run where that reference is the last, the
+/// handler deadlocks on its own lock; lockdep must report it on a run where
+/// it is not (the quiet twin, a non-last drop under a lock the destructor
+/// does not take, is the KUnit case `non_last_drop_under_irq_lock_in_hard_irq`).
+fn arc_destructor_takes_the_irq_lock() -> Result {
+    let lock: IrqLock = Arc::pin_init(new_spinlock_irq!(0, "SPLAT_Q"), GFP_KERNEL)?;
+    drop(make_irq(&lock)?); // teaches lockdep: map -> SPLAT_Q
+    let obj = make_irq(&lock)?;
+    let (queued, handler_lock) = (obj.clone(), lock.clone());
+    let work = KBox::pin_init(
+        IrqWork::new(pin_init!(DropUnderLock {
+            lock: handler_lock,
+            obj <- new_spinlock_irq!(Some(queued), "SPLAT_OBJ"),
+            done <- Completion::new(),
+        })),
+        GFP_KERNEL,
+    )?;
+    work.queue();
+    work.item().done.wait_for_completion();
+    drop(obj);
+    if *lock.lock() != 2 {
+        return Err(EIO);
+    }
+    Ok(())
+}
+
+/// A list of `n` nodes of one class whose destructors drop the next node:
+/// the last drop of the head nests `n` drops.
+fn drop_nested_list(n: usize) -> Result {
+    struct Node {
+        _next: Option<Arc<Node>>,
+    }
+    let mut head = None;
+    for _ in 0..n {
+        head = Some(Arc::new(Node { _next: head }, GFP_KERNEL)?);
+    }
+    drop(head);
+    Ok(())
+}
+
+/// (e) A deep nesting of drops does not turn lockdep off: drop a list of 50
+/// nested `Arc`s of one class (more than lockdep's 48 held locks; this used
+/// to print "BUG: MAX_LOCK_DEPTH too low!" and disable lockdep), then run
+/// (b): its report must still appear.
+fn arc_deep_drop_then_report() -> Result {
+    drop_nested_list(50)?;
+    arc_non_last_drop_holding_its_lock()
+}
+
+/// Names for the fences of case (f).
+#[cfg(CONFIG_DMA_SHARED_BUFFER)]
+struct SplatFences;
+
+#[cfg(CONFIG_DMA_SHARED_BUFFER)]
+impl kernel::dma_fence::FenceNames for SplatFences {
+    const DRIVER: &'static CStr = kernel::c_str!("rust_lockdep_splats");
+    const TIMELINE: &'static CStr = kernel::c_str!("splat");
+}
+
+/// (f) A lock taken on a fence signalling path and held elsewhere while
+/// waiting for a fence: the waiter can keep the signaller from signalling
+/// the fence it waits for. The signalling annotations make lockdep see it
+/// (`dma_fence_map` -> SPLAT_F in the section, SPLAT_F -> `dma_fence_map`
+/// at the wait), although the wait here times out and nothing deadlocks.
+fn fence_lock_in_signalling_path_held_while_waiting() -> Result {
+    #[cfg(CONFIG_DMA_SHARED_BUFFER)]
+    {
+        use kernel::dma_fence::{FenceAllocation, FenceContexts, SignallingSection};
+        let l = KBox::pin_init(new_mutex!(0u32, "SPLAT_F"), GFP_KERNEL)?;
+        let contexts = FenceContexts::<SplatFences>::new(1);
+        let fence = FenceAllocation::new(GFP_KERNEL)?.init(contexts.context(0).ok_or(EINVAL)?, 1);
+        {
+            let g = l.lock();
+            let _ = fence.fence().wait_timeout(false, Delta::from_millis(1))?;
+            drop(g);
+        }
+        let section = SignallingSection::begin();
+        *l.lock() += 1;
+        drop(section);
+        fence.signal();
+        Ok(())
+    }
+    #[cfg(not(CONFIG_DMA_SHARED_BUFFER))]
+    Err(ENODEV)
+}
+
 /// A case: its name (in the markers) and what it runs.
 type Case = (&'static str, fn() -> Result);
 
@@ -179,6 +307,15 @@ const CASES: &[Case] = &[
         arc_non_last_drop_holding_its_lock,
     ),
     ("arc_drop_inverts_two_locks", arc_drop_inverts_two_locks),
+    (
+        "arc_destructor_takes_the_irq_lock",
+        arc_destructor_takes_the_irq_lock,
+    ),
+    ("arc_deep_drop_then_report", arc_deep_drop_then_report),
+    (
+        "fence_lock_in_signalling_path_held_while_waiting",
+        fence_lock_in_signalling_path_held_while_waiting,
+    ),
 ];
 
 struct LockdepSplats;

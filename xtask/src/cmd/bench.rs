@@ -97,6 +97,44 @@ pub const ARC_OFF_VARIANT: &str = "arc-lockdep-off";
 /// The modules a benchmark boot loads (after the driver, if any).
 const BENCH_MODULES: &[&str] = &["rust_ww_mutex_bench", "rust_arc_lockdep_bench"];
 
+/// What the Arc lockdep integration adds to one case, against the floor
+/// (the cost of one lockdep-tracked acquire and release in the same state).
+#[derive(Debug, PartialEq)]
+pub struct FloorRow {
+    pub case: &'static str,
+    /// ns per operation, option on minus option off.
+    pub added: f64,
+    /// ns of one lockdep acquire+release pair (test kernel).
+    pub floor: f64,
+}
+
+impl FloorRow {
+    /// The goal: at most one acquire+release pair more than without.
+    pub fn met(&self) -> bool {
+        self.added <= self.floor
+    }
+}
+
+/// Pairs each Arc case with its floor case: nothing held, and one spinlock
+/// held.
+pub fn floor_rows(on: &[(String, f64)], off: &[(String, f64)]) -> Vec<FloorRow> {
+    let get =
+        |set: &[(String, f64)], case: &str| set.iter().find(|(c, _)| c == case).map(|(_, v)| *v);
+    [
+        ("clone_drop", "lockdep_pair"),
+        ("clone_drop_holding_lock", "lockdep_pair_holding_lock"),
+    ]
+    .into_iter()
+    .filter_map(|(case, floor)| {
+        Some(FloorRow {
+            case,
+            added: get(on, case)? - get(off, case)?,
+            floor: get(on, floor)?,
+        })
+    })
+    .collect()
+}
+
 /// `cargo xtask bench`.
 pub fn run(
     cache_dir: Option<PathBuf>,
@@ -205,6 +243,25 @@ pub fn run(
                 "arch": arch, "clocksource": clock(&out), "bench": "arc_lockdep", "case": case, "off_ns": off, "on_ns": on, "ratio": ratio,
             }));
         }
+        println!(
+            "\nArc cost against the floor (one lockdep-tracked acquire+release, test kernel; goal: added <= floor)"
+        );
+        println!(
+            "{:<26} {:>12} {:>12} {:>8}",
+            "case", "added ns", "floor ns", "met"
+        );
+        for f in floor_rows(&arc_on, &arc_off) {
+            println!(
+                "{:<26} {:>12.0} {:>12.0} {:>8}",
+                f.case,
+                f.added,
+                f.floor,
+                if f.met() { "yes" } else { "no" }
+            );
+            records.push(serde_json::json!({
+                "arch": arch, "bench": "arc_floor", "case": f.case, "added_ns": f.added, "floor_ns": f.floor, "met": f.met(),
+            }));
+        }
     }
     let json = ctx.cache.dir.join("run/bench.json");
     std::fs::write(&json, serde_json::to_string_pretty(&records)?)?;
@@ -215,6 +272,34 @@ pub fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn arc_cases_are_held_against_their_floor() {
+        let v = |xs: &[(&str, f64)]| {
+            xs.iter()
+                .map(|(c, n)| (c.to_string(), *n))
+                .collect::<Vec<_>>()
+        };
+        let on = v(&[
+            ("clone_drop", 50.0),
+            ("clone_drop_holding_lock", 300.0),
+            ("lockdep_pair", 100.0),
+            ("lockdep_pair_holding_lock", 150.0),
+        ]);
+        let off = v(&[("clone_drop", 40.0), ("clone_drop_holding_lock", 80.0)]);
+        let rows = floor_rows(&on, &off);
+        assert_eq!(rows.len(), 2);
+        assert_eq!(
+            (rows[0].added, rows[0].floor, rows[0].met()),
+            (10.0, 100.0, true)
+        );
+        assert_eq!(
+            (rows[1].added, rows[1].floor, rows[1].met()),
+            (220.0, 150.0, false)
+        );
+        // A case missing on either kernel gives no row, not a pass.
+        assert!(floor_rows(&on, &[]).is_empty());
+    }
 
     #[test]
     fn arc_bench_lines_are_parsed() {

@@ -20,6 +20,17 @@ use crate::BootArgs;
 
 use super::bench::ARC_OFF_VARIANT;
 
+/// Whether KUnit runs suite `name` under `kunit.filter_glob=<f>`: the glob
+/// matches the suite, or it has the form `suite.test` and its suite part
+/// matches.
+fn suite_matches(f: &glob::Pattern, name: &str) -> bool {
+    f.matches(name)
+        || f.as_str()
+            .split_once('.')
+            .and_then(|(suite, _)| glob::Pattern::new(suite).ok())
+            .is_some_and(|p| p.matches(name))
+}
+
 /// Expected suites for `arch` from `kunit/suites.txt`.
 pub fn expected_suites(text: &str, arch: &str) -> Vec<String> {
     text.lines()
@@ -92,7 +103,7 @@ pub fn boot_rows(
     excused: &[usize],
 ) -> Report {
     let mut r = Report::default();
-    let matches = |name: &str| filter.is_none_or(|f| f.matches(name));
+    let matches = |name: &str| filter.is_none_or(|f| suite_matches(f, name));
     let kernel_part: String = out
         .log
         .lines()
@@ -472,13 +483,21 @@ impl TestRun<'_> {
     /// option off (x86_64: one architecture is enough, and the variant and
     /// pristine builds cost CI minutes).
     fn codegen(&mut self, arch: &str) -> Result<()> {
-        let row = "arc_off_codegen";
-        if arch != "x86_64" || !self.wants(row) {
+        if arch != "x86_64" {
             return Ok(());
         }
-        let off = self.builds.get(self.ctx, arch, Some(ARC_OFF_VARIANT))?;
-        let v = self.ctx.arc_off_codegen(&off.machine, &off.kernel)?;
-        self.report.rows.push(Row::verdict(arch, "-", row, &v));
+        for row in ["arc_off_codegen", "implicit_off_codegen"] {
+            if !self.wants(row) {
+                continue;
+            }
+            let off = self.builds.get(self.ctx, arch, Some(ARC_OFF_VARIANT))?;
+            let v = if row == "arc_off_codegen" {
+                self.ctx.arc_off_codegen(&off.machine, &off.kernel)?
+            } else {
+                self.ctx.implicit_off_codegen(&off.machine, &off.kernel)?
+            };
+            self.report.rows.push(Row::verdict(arch, "-", row, &v));
+        }
         Ok(())
     }
 }
@@ -542,6 +561,20 @@ pub fn run_all(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_suite_dot_test_glob_selects_its_suite() {
+        let p = |s: &str| glob::Pattern::new(s).unwrap();
+        assert!(suite_matches(
+            &p("rust_arc_lockdep.thousand*"),
+            "rust_arc_lockdep"
+        ));
+        assert!(suite_matches(&p("rust_arc*"), "rust_arc_lockdep"));
+        assert!(!suite_matches(
+            &p("rust_dma_fence.signal*"),
+            "rust_arc_lockdep"
+        ));
+    }
     use std::time::Duration;
     use virtgpu_protocol::{Event, Exit};
 

@@ -42,40 +42,54 @@
 //!   location is also reached from outside the module (generic code
 //!   instantiated both in the module and elsewhere) is pinned and never
 //!   unregistered. The module's own locks must be gone when it unloads, as
-//!   its code must; that is the same rule as for its static classes.
+//!   its code must; that is the same rule as for its static classes. The
+//!   classes of `Arc`s are never unregistered (an `Arc` a module made may
+//!   be kept by the rest of the kernel after it unloads); reloading finds
+//!   the same entry, so they do not grow the class count either.
+//!   [`Lock::new_implicit`](super::lock::Lock::new_implicit) is safe under
+//!   that rule, as `new_mutex!` is; [`class_at`], which hands the key itself
+//!   to any user, is `unsafe` and states it as its contract.
+//!
+//! # Without lockdep
+//!
+//! Without `CONFIG_LOCKDEP` a class is never looked at, so there is nothing
+//! to look up: no table, no hashing, no allocation, and the constructors are
+//! not `#[track_caller]`. [`class_at`] returns one static class and compiles
+//! to a constant (`cargo xtask test` checks that a lock made with
+//! [`new_implicit`](super::lock::Lock::new_implicit) compiles to the same
+//! code as one made with [`new_spinlock!`](crate::new_spinlock)).
 //!
 //! # Examples
 //!
 //! ```
-//! use kernel::{fmt, prelude::*, str::CString, sync::implicit_class::{class_at, Usage}};
+//! use kernel::{prelude::*, sync::{Mutex, SpinLock}};
 //!
-//! #[track_caller]
-//! fn here() -> &'static core::panic::Location<'static> {
-//!     core::panic::Location::caller()
+//! /// Every queue's lock has the class of this line, as with `new_mutex!`.
+//! #[pin_data]
+//! struct Queue {
+//!     #[pin]
+//!     items: Mutex<KVec<u32>>,
 //! }
 //!
-//! let (a, b) = (here(), here()); // two locations on one line: two classes
-//! let ka = class_at(a, Usage::Lock);
-//! let kb = class_at(b, Usage::Lock);
-//! assert!(!core::ptr::eq(ka.key().get_ref(), kb.key().get_ref()));
-//! // The same location always gives the same class.
-//! assert!(core::ptr::eq(class_at(a, Usage::Lock).key().get_ref(), ka.key().get_ref()));
-//! let suffix = CString::try_from_fmt(fmt!(":{}:{}", a.line(), a.column()))?;
-//! assert!(ka.name().to_bytes().ends_with(suffix.to_bytes()));
+//! impl Queue {
+//!     fn new() -> impl PinInit<Self> {
+//!         pin_init!(Self { items <- Mutex::new_implicit(KVec::new()) })
+//!     }
+//! }
+//!
+//! let q = KBox::pin_init(Queue::new(), GFP_KERNEL)?;
+//! let stats = KBox::pin_init(SpinLock::new_implicit(0u32), GFP_KERNEL)?;
+//! let mut items = q.items.lock();
+//! items.push(1, GFP_KERNEL)?;
+//! *stats.lock() += 1; // another class: nests under the queue's lock
 //! # Ok::<(), Error>(())
 //! ```
 
-use crate::{
-    bindings,
-    prelude::*,
-    sync::{
-        atomic::{Acquire, Atomic, Full, Relaxed, Release},
-        LockClassKey,
-    },
-    types::Opaque,
-};
-use core::{panic::Location, ptr};
+use crate::{prelude::*, sync::LockClassKey};
+use core::panic::Location;
 
+#[cfg(CONFIG_LOCKDEP)]
+mod table;
 mod tests;
 
 /// What a class is used for. A lock and an `Arc` made on the same source
@@ -88,54 +102,18 @@ pub enum Usage {
     Arc,
 }
 
-/// Number of lists in the table (a power of two).
-const BUCKETS: usize = 512;
-/// Number of static fallback classes per usage.
-const FALLBACKS: usize = 8;
-/// Longest class name kept, including the NUL; longer file names are
-/// shortened from the left.
-const NAME_LEN: usize = 96;
-
-/// Entry states.
-const LIVE: i32 = 0;
-const UNREGISTERED: i32 = 1;
-const REGISTERING: i32 = 2;
-
-/// One source location's class.
+/// A class found or created by [`class_at`].
 ///
 /// # Invariants
 ///
-/// - Entries are never freed, moved or unlinked once published in the
-///   table; everything but `state`, `owner` and `flags` is immutable then.
-/// - `key` is registered with lockdep exactly while `state` is `LIVE`.
-/// - `name` holds a NUL-terminated string.
-#[repr(C)]
-struct Entry {
-    key: Opaque<bindings::lock_class_key>,
-    next: *mut Entry,
-    hash: u32,
-    line: u32,
-    column: u32,
-    usage: Usage,
-    /// Length of the file name copied at the start of `name`.
-    file_len: usize,
-    /// `file:line:column\0` (the file part possibly shortened).
-    name: [u8; NAME_LEN],
-    /// The file name of the location as seen so far, for a quick compare.
-    file: Atomic<*const u8>,
-    /// The module the location belongs to (null: built in, or pinned).
-    owner: Atomic<*mut bindings::module>,
-    state: Atomic<i32>,
-    /// Set once the class has its comparison function (Arc classes).
-    flags: Atomic<i32>,
-}
-
-/// A class found or created by [`class_at`].
+/// With `CONFIG_LOCKDEP`, `entry` is null (a fallback class) or points to a
+/// table entry, which is never freed.
 #[derive(Clone, Copy)]
 pub struct ImplicitClass {
     key: Pin<&'static LockClassKey>,
     name: &'static CStr,
-    entry: *const Entry,
+    #[cfg(CONFIG_LOCKDEP)]
+    entry: *const table::Entry,
 }
 
 impl ImplicitClass {
@@ -148,27 +126,6 @@ impl ImplicitClass {
     pub fn name(&self) -> &'static CStr {
         self.name
     }
-
-    /// Whether this is one of the static fallback classes (the entry could
-    /// not be allocated).
-    pub fn is_fallback(&self) -> bool {
-        self.entry.is_null()
-    }
-
-    /// Runs `f` once per class (for Arc classes: setting the comparison
-    /// function). Returns whether `f` ran now.
-    pub(crate) fn once(&self, f: impl FnOnce()) -> bool {
-        if self.entry.is_null() {
-            return false;
-        }
-        // SAFETY: entries are never freed (type invariant of `Entry`).
-        let e = unsafe { &*self.entry };
-        if e.flags.load(Acquire) != 0 || e.flags.cmpxchg(0, 1, Full).is_err() {
-            return false;
-        }
-        f();
-        true
-    }
 }
 
 // SAFETY: The class names an immutable, never-freed entry and a static key.
@@ -176,277 +133,71 @@ unsafe impl Send for ImplicitClass {}
 // SAFETY: As above; every mutable field of the entry is atomic.
 unsafe impl Sync for ImplicitClass {}
 
-/// The table: each slot is the head of a list of entries.
-static TABLE: [Atomic<*mut Entry>; BUCKETS] = [const { Atomic::new(ptr::null_mut()) }; BUCKETS];
-
-/// Fallback classes for locks and for Arcs.
-static FALLBACK_LOCK: [LockClassKey; FALLBACKS] = [const {
-    // SAFETY: the keys are in static storage and never dropped.
-    unsafe { LockClassKey::new_static() }
-}; FALLBACKS];
-static FALLBACK_ARC: [LockClassKey; FALLBACKS] = [const {
-    // SAFETY: the keys are in static storage and never dropped.
-    unsafe { LockClassKey::new_static() }
-}; FALLBACKS];
-
-/// Number of entries whose allocation failed (fallback used).
-static FALLBACK_COUNT: Atomic<i64> = Atomic::new(0);
-
-/// FNV-1a over the location's content: file name, line, column and usage.
-fn hash(loc: &Location<'_>, usage: Usage) -> u32 {
-    let mut h: u32 = 0x811c_9dc5;
-    let mut eat = |b: u8| {
-        h ^= u32::from(b);
-        h = h.wrapping_mul(0x0100_0193);
-    };
-    for b in loc.file().bytes() {
-        eat(b);
-    }
-    for b in loc.line().to_le_bytes() {
-        eat(b);
-    }
-    for b in loc.column().to_le_bytes() {
-        eat(b);
-    }
-    eat(usage as u8);
-    h
-}
-
-/// The module whose memory holds `addr`, or null.
-#[cfg(CONFIG_MODULES)]
-fn module_of(addr: *const u8) -> *mut bindings::module {
-    let _rcu = crate::sync::rcu::read_lock();
-    // SAFETY: `__module_address` only compares `addr` with module ranges; it
-    // must be called under RCU (held above) or with preemption off.
-    unsafe { bindings::__module_address(addr as usize as crate::ffi::c_ulong) }
-}
-
-#[cfg(not(CONFIG_MODULES))]
-fn module_of(_addr: *const u8) -> *mut bindings::module {
-    ptr::null_mut()
-}
-
-impl Entry {
-    fn file_name(&self) -> &[u8] {
-        &self.name[..self.file_len]
-    }
-
-    fn matches(&self, loc: &Location<'_>, usage: Usage, h: u32) -> bool {
-        if self.hash != h
-            || self.line != loc.line()
-            || self.column != loc.column()
-            || self.usage != usage
-        {
-            return false;
-        }
-        // Fast path: the same file-name string as before.
-        if self.file.load(Relaxed) == loc.file().as_ptr() {
-            return true;
-        }
-        let f = loc.file().as_bytes();
-        // A shortened name compares its kept (right-hand) part.
-        f.len() >= self.file_len && f[f.len() - self.file_len..] == *self.file_name()
-    }
-
-    fn as_class(&'static self) -> ImplicitClass {
-        // SAFETY: `LockClassKey` is a transparent wrapper of
-        // `Opaque<lock_class_key>`; the entry is never moved or freed.
-        let key = unsafe { Pin::new_unchecked(&*self.key.get().cast::<LockClassKey>()) };
-        // `name` is NUL-terminated (type invariant), so this never falls back.
-        let name = CStr::from_bytes_until_nul(&self.name).unwrap_or(c"rust_implicit");
-        ImplicitClass {
-            key,
-            name,
-            entry: self,
-        }
-    }
-
-    /// Records that `loc` (whose file-name string may live elsewhere) uses
-    /// this entry: a location reached from outside the owning module pins
-    /// the entry, so that the module's unload leaves it registered.
-    ///
-    /// Returns `false` if the entry stopped being `LIVE` meanwhile (its
-    /// module is unloading): the caller must not use its key.
-    fn note_use(&'static self, loc: &Location<'_>) -> bool {
-        let f = loc.file().as_ptr();
-        if self.file.load(Relaxed) == f {
-            return true;
-        }
-        let owner = self.owner.load(Acquire);
-        if !owner.is_null() && module_of(f) != owner {
-            // Pin, then look at the state again. `release_module` does the
-            // opposite (state, then owner), both with full ordering, so at
-            // least one of the two sees the other: either the key is not
-            // unregistered, or it is not used here.
-            let _ = self.owner.cmpxchg(owner, ptr::null_mut(), Full);
-            if self.state.load(Acquire) != LIVE {
-                return false;
-            }
-        }
-        self.file.store(f, Relaxed);
-        true
-    }
-}
-
 /// The class of `loc` for `usage`: found, made, or a fallback. Never fails
 /// and never sleeps.
-pub fn class_at(loc: &'static Location<'static>, usage: Usage) -> ImplicitClass {
-    let h = hash(loc, usage);
-    let slot = &TABLE[h as usize % BUCKETS];
-    let mut head = slot.load(Acquire);
-    let mut seen_until: *mut Entry = ptr::null_mut();
-    loop {
-        // Only the entries added since the last look need checking.
-        if let Some(e) = find(head, seen_until, loc, usage, h) {
-            return live(e, loc).unwrap_or_else(|| fallback(h, usage));
-        }
-        let Some(new) = make_entry(loc, usage, h, head) else {
-            return fallback(h, usage);
-        };
-        match slot.cmpxchg(head, new, Full) {
-            Ok(_) => {
-                // SAFETY: `new` is published now; entries are never freed.
-                let e = unsafe { &*new };
-                // SAFETY: the key is not registered yet (state
-                // `REGISTERING`) and never moves.
-                unsafe { bindings::lockdep_register_key(e.key.get()) };
-                e.state.store(LIVE, Release);
-                return e.as_class();
-            }
-            Err(now) => {
-                // Another entry was added first (perhaps for `loc`): `new`
-                // was never shared nor registered, so it can simply go.
-                // SAFETY: `new` came from `KBox::into_raw` in `make_entry`.
-                drop(unsafe { KBox::from_raw(new) });
-                seen_until = head;
-                head = now;
-            }
-        }
-    }
+///
+/// # Safety
+///
+/// For [`Usage::Lock`], the key is unregistered when the module whose code
+/// `loc` lies in unloads (the `module!` glue calls [`release_module`]). Every
+/// lock initialised with the returned key must therefore be gone by the time
+/// that module's exit has run; for a location in built-in code, and for
+/// [`Usage::Arc`] keys, which are never unregistered, there is no such limit.
+///
+/// # Examples
+///
+/// ```
+/// use kernel::sync::implicit_class::{class_at, Usage};
+///
+/// #[track_caller]
+/// fn here() -> &'static core::panic::Location<'static> {
+///     core::panic::Location::caller()
+/// }
+///
+/// let (a, b) = (here(), here()); // two locations on one line
+/// // SAFETY: The keys are only compared, never used for a lock.
+/// let (ka, kb) = unsafe { (class_at(a, Usage::Lock), class_at(b, Usage::Lock)) };
+/// let same = |x: &kernel::sync::LockClassKey, y| core::ptr::eq(x, y);
+/// // One class per location, the same one every time (with lockdep; without
+/// // it every location shares one static class).
+/// assert_eq!(same(ka.key().get_ref(), kb.key().get_ref()), !cfg!(CONFIG_LOCKDEP));
+/// // SAFETY: As above.
+/// let again = unsafe { class_at(a, Usage::Lock) };
+/// assert!(same(again.key().get_ref(), ka.key().get_ref()));
+/// ```
+#[cfg(CONFIG_LOCKDEP)]
+pub unsafe fn class_at(loc: &'static Location<'static>, usage: Usage) -> ImplicitClass {
+    table::lookup(&table::Site::from(loc), usage)
 }
 
-/// Looks for `loc` in the list from `head` up to (not including) `until`.
-fn find(
-    mut p: *mut Entry,
-    until: *mut Entry,
-    loc: &Location<'_>,
-    usage: Usage,
-    h: u32,
-) -> Option<&'static Entry> {
-    while !p.is_null() && p != until {
-        // SAFETY: published entries are never freed and their `next` never
-        // changes (invariant); the acquire load of the head made them visible.
-        let e = unsafe { &*p };
-        if e.matches(loc, usage, h) {
-            return Some(e);
-        }
-        p = e.next;
-    }
-    None
-}
-
-/// Makes sure `e`'s key is registered (again, if its module was unloaded
-/// and is back). `None` if another CPU is registering it right now: the
-/// caller falls back rather than wait.
-fn live(e: &'static Entry, loc: &'static Location<'static>) -> Option<ImplicitClass> {
-    match e.state.load(Acquire) {
-        LIVE => e.note_use(loc).then(|| e.as_class()),
-        UNREGISTERED => {
-            if e.state.cmpxchg(UNREGISTERED, REGISTERING, Full).is_err() {
-                return None;
-            }
-            e.owner.store(module_of(loc.file().as_ptr()), Relaxed);
-            e.file.store(loc.file().as_ptr(), Relaxed);
-            // SAFETY: the key is unregistered (state) and never moves.
-            unsafe { bindings::lockdep_register_key(e.key.get()) };
-            e.state.store(LIVE, Release);
-            Some(e.as_class())
-        }
-        _ => None,
-    }
-}
-
-/// Allocates and fills a new entry whose `next` is `head`; its key is
-/// registered once it is published.
-fn make_entry(
-    loc: &'static Location<'static>,
-    usage: Usage,
-    h: u32,
-    head: *mut Entry,
-) -> Option<*mut Entry> {
-    let mut tail = [0u8; 24];
-    let tail_len = location_suffix(&mut tail, loc.line(), loc.column());
-    let file = loc.file().as_bytes();
-    let room = NAME_LEN - 1 - tail_len;
-    let kept = &file[file.len().saturating_sub(room)..];
-    let mut name = [0u8; NAME_LEN];
-    name[..kept.len()].copy_from_slice(kept);
-    name[kept.len()..kept.len() + tail_len].copy_from_slice(&tail[..tail_len]);
-    let entry = KBox::new(
-        Entry {
-            key: Opaque::uninit(),
-            next: head,
-            hash: h,
-            line: loc.line(),
-            column: loc.column(),
-            usage,
-            file_len: kept.len(),
-            name,
-            file: Atomic::new(loc.file().as_ptr()),
-            owner: Atomic::new(module_of(loc.file().as_ptr())),
-            // INVARIANT: registered only once published.
-            state: Atomic::new(REGISTERING),
-            flags: Atomic::new(0),
-        },
-        GFP_ATOMIC | __GFP_NOWARN,
-    )
-    .ok()?;
-    Some(KBox::into_raw(entry))
-}
-
-/// Writes `:line:column` into `buf`; returns its length.
-fn location_suffix(buf: &mut [u8; 24], line: u32, column: u32) -> usize {
-    let mut n = 0;
-    for v in [line, column] {
-        buf[n] = b':';
-        n += 1;
-        let mut digits = [0u8; 10];
-        let mut d = 0;
-        let mut x = v;
-        loop {
-            digits[d] = b'0' + (x % 10) as u8;
-            d += 1;
-            x /= 10;
-            if x == 0 {
-                break;
-            }
-        }
-        while d > 0 {
-            d -= 1;
-            buf[n] = digits[d];
-            n += 1;
-        }
-    }
-    n
-}
-
-fn fallback(h: u32, usage: Usage) -> ImplicitClass {
-    FALLBACK_COUNT.fetch_add(1, Relaxed);
-    let keys = match usage {
-        Usage::Lock => &FALLBACK_LOCK,
-        Usage::Arc => &FALLBACK_ARC,
-    };
+/// The class of `loc` for `usage`: without lockdep, one static class.
+///
+/// # Safety
+///
+/// None without lockdep; the contract of the lockdep version applies to
+/// callers that must build both ways.
+#[cfg(not(CONFIG_LOCKDEP))]
+#[inline(always)]
+pub unsafe fn class_at(_loc: &'static Location<'static>, _usage: Usage) -> ImplicitClass {
+    // SAFETY: In static storage and never dropped.
+    static KEY: LockClassKey = unsafe { LockClassKey::new_static() };
     ImplicitClass {
-        key: Pin::static_ref(&keys[h as usize % FALLBACKS]),
-        name: c"rust_implicit_fallback",
-        entry: ptr::null(),
+        key: Pin::static_ref(&KEY),
+        name: c"rust_implicit",
     }
 }
 
 /// The class of the caller's location, for a lock.
-#[track_caller]
-pub fn caller_lock_class() -> ImplicitClass {
-    class_at(Location::caller(), Usage::Lock)
+///
+/// # Safety
+///
+/// As for [`class_at`]: the key must not be used after the caller's module
+/// has unloaded.
+#[cfg_attr(CONFIG_LOCKDEP, track_caller)]
+#[inline]
+pub unsafe fn caller_lock_class() -> ImplicitClass {
+    // SAFETY: Same contract (caller).
+    unsafe { class_at(Location::caller(), Usage::Lock) }
 }
 
 /// Unregisters the classes of `module`'s locations. Called by the `module!`
@@ -457,53 +208,25 @@ pub fn caller_lock_class() -> ImplicitClass {
 ///
 /// Must be called from process context, once the module's code no longer
 /// runs, and never for a module that is still in use.
-pub unsafe fn release_module(module: *mut bindings::module) {
-    if module.is_null() {
-        return;
-    }
-    for slot in &TABLE {
-        let mut p = slot.load(Acquire);
-        while !p.is_null() {
-            // SAFETY: published entries are never freed (invariant).
-            let e = unsafe { &*p };
-            if e.owner.load(Acquire) == module && e.state.cmpxchg(LIVE, REGISTERING, Full).is_ok() {
-                // Pinned meanwhile by a user outside the module (see
-                // `Entry::note_use`): keep it.
-                if e.owner.load(Acquire) != module {
-                    e.state.store(LIVE, Release);
-                    p = e.next;
-                    continue;
-                }
-                // SAFETY: the key is registered (it was LIVE) and no lock of
-                // the class remains (the module is gone); unregistering
-                // waits for RCU, which process context allows.
-                unsafe { bindings::lockdep_unregister_key(e.key.get()) };
-                // A class registered again is a new lockdep class: redo its set-up.
-                e.flags.store(0, Relaxed);
-                // The module's file-name string goes away with it.
-                e.file.store(ptr::null(), Relaxed);
-                e.state.store(UNREGISTERED, Release);
-            }
-            p = e.next;
-        }
-    }
+#[inline]
+pub unsafe fn release_module(module: *mut crate::bindings::module) {
+    #[cfg(CONFIG_LOCKDEP)]
+    // SAFETY: Same contract (caller).
+    unsafe {
+        table::release_module(module)
+    };
+    #[cfg(not(CONFIG_LOCKDEP))]
+    let _ = module;
 }
 
 /// How many entries the table holds and how many are registered, and how
-/// many lookups fell back.
+/// many lookups fell back (all zero without lockdep).
 pub fn stats() -> (usize, usize, i64) {
-    let (mut all, mut live) = (0, 0);
-    for slot in &TABLE {
-        let mut p = slot.load(Acquire);
-        while !p.is_null() {
-            // SAFETY: published entries are never freed (invariant).
-            let e = unsafe { &*p };
-            all += 1;
-            live += usize::from(e.state.load(Relaxed) == LIVE);
-            p = e.next;
-        }
-    }
-    (all, live, FALLBACK_COUNT.load(Relaxed))
+    #[cfg(CONFIG_LOCKDEP)]
+    let stats = table::stats();
+    #[cfg(not(CONFIG_LOCKDEP))]
+    let stats = (0, 0, 0);
+    stats
 }
 
 impl<T, B: super::lock::Backend> super::lock::Lock<T, B> {
@@ -538,9 +261,13 @@ impl<T, B: super::lock::Backend> super::lock::Lock<T, B> {
     /// assert_eq!(*ga + u32::from(*gs), 4);
     /// # Ok::<(), Error>(())
     /// ```
-    #[track_caller]
+    #[cfg_attr(CONFIG_LOCKDEP, track_caller)]
+    #[inline]
     pub fn new_implicit(t: impl PinInit<T>) -> impl PinInit<Self> {
-        let class = caller_lock_class();
+        // SAFETY: The key is used by this lock only. A lock made by a
+        // module's code must be gone when the module unloads, as with a
+        // class from `static_lock_class!` (module documentation).
+        let class = unsafe { caller_lock_class() };
         Self::new(t, class.name(), class.key())
     }
 }
@@ -562,9 +289,11 @@ impl super::CondVar {
     /// assert!(*g);
     /// # Ok::<(), Error>(())
     /// ```
-    #[track_caller]
+    #[cfg_attr(CONFIG_LOCKDEP, track_caller)]
+    #[inline]
     pub fn new_implicit() -> impl PinInit<Self> {
-        let class = caller_lock_class();
+        // SAFETY: As for `Lock::new_implicit`.
+        let class = unsafe { caller_lock_class() };
         Self::new(class.name(), class.key())
     }
 }

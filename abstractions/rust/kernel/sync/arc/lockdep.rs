@@ -9,11 +9,13 @@
 //! lockdep every drop that *might* be last, each `Arc` allocation carries a
 //! lockdep map whose class is the `Arc`'s construction site (an implicit
 //! class, see [`implicit_class`](crate::sync::implicit_class), named
-//! `file:line:column`):
+//! `file:line:column`). The map is not a lock: nobody ever waits for it. It
+//! stands for "the destructor of an `Arc` made here may run now":
 //!
-//! - every drop acquires and releases the map before decrementing the
-//!   count, so "lock L held while dropping this Arc" becomes the recorded
-//!   dependency L -> map even when the count does not reach zero;
+//! - every drop made while the task holds a lock is a `lock_sync()` of the
+//!   map (an acquisition that ends at once, as `synchronize_srcu()` does for
+//!   SRCU), so "lock L held while dropping this Arc" becomes the dependency
+//!   L -> map even when the count does not reach zero;
 //! - the last drop holds the map around the destructor, so every lock the
 //!   destructor takes is recorded as map -> lock.
 //!
@@ -21,41 +23,72 @@
 //! at the same site therefore closes the cycle L -> map -> L, and an
 //! inversion between two locks through a drop (A -> map -> B while B -> A
 //! elsewhere) closes A -> map -> B -> A: lockdep reports both on the first
-//! run that exercises the two paths, last drop or not.
+//! run that exercises the two paths, last drop or not. Both acquisitions are
+//! non-recursive reads, so that every path through the map is a strong one
+//! for lockdep's cycle search (a recursive read would cut L -> map -> L);
+//! that two drops of one class nest is allowed by the class's comparison
+//! function (see "Nesting").
 //!
 //! # Interrupt context
 //!
-//! The map is acquired as a *reader* (non-recursive), never as a writer. A
-//! virtqueue interrupt handler dropping a fence reference is a legitimate
-//! pattern; with writer acquisitions lockdep would see the map used both in
-//! hard-IRQ context and with interrupts enabled and report an "inconsistent
-//! lock state" for a lock that does not exist. Reader acquisitions in both
-//! contexts are consistent for lockdep, and a non-recursive reader still
-//! closes cycles, so the drop-site checks above keep working. What stays
-//! caught is a real inversion: an `Arc` dropped in an interrupt whose
-//! destructor takes a lock that is held elsewhere with interrupts enabled
-//! (map in hard-IRQ, map -> L, L taken with IRQs on) is reported as an
-//! IRQ-safe to IRQ-unsafe dependency.
+//! A virtqueue interrupt handler that drops a fence reference under its
+//! queue's `SpinLockIrq` is the pattern this must accept. For lockdep's
+//! interrupt checks a map held with interrupts enabled (any last drop in a
+//! thread) is "HARDIRQ-READ-unsafe", and the queue lock taken in the
+//! interrupt is "HARDIRQ-safe": queue lock -> map would read as a possible
+//! irq lock inversion, although the map can never block anyone. So the map's
+//! lockdep type is `LD_LOCK_WAIT_OVERRIDE`, the type of lockdep's own
+//! annotations that are "not actually a lock": the interrupt-safety searches
+//! skip such classes (`usage_skip()` in `kernel/locking/lockdep.c`) while
+//! the cycle search does not. Its wait types are both `LD_WAIT_INV`, so it
+//! overrides no wait context (`check_wait_context()` only looks at classes
+//! with an inner wait type).
+//!
+//! What interrupt bugs stay caught:
+//!
+//! - a lock held at a drop in an interrupt (or anywhere) that the
+//!   destructor takes is a cycle, reported even when that drop was not the
+//!   last (the `arc_destructor_takes_the_irq_lock` expected-splat case);
+//! - a destructor that really runs in an interrupt takes its locks there,
+//!   and lockdep checks those acquisitions as it checks any other: an
+//!   interrupt-unsafe lock taken by it is an inconsistent lock state;
+//! - the hold around the destructor is a trylock-style acquisition, so
+//!   lockdep also records the dependencies from the locks held at the last
+//!   drop to the destructor's locks directly (lockdep adds a direct edge
+//!   from every held lock down to the first non-trylock one): an
+//!   interrupt-safe lock held at a last drop whose destructor takes an
+//!   interrupt-unsafe lock is an ordinary irq inversion.
+//!
+//! What is not inferred: that a drop under an interrupt-safe lock, which was
+//! not the last, could have run a destructor that takes an interrupt-unsafe
+//! lock. That needs the map's own interrupt usage, which is exactly what
+//! produced the false reports above.
 //!
 //! # Nesting
 //!
 //! A destructor that drops another `Arc` of its own class (a list of nodes
-//! made at one site) acquires the map while holding it. That is not a lock
+//! made at one site) syncs the map while holding it. That is not a lock
 //! recursion (the map is not a lock), so each class gets a comparison
-//! function that allows any same-class nesting.
+//! function that allows any same-class nesting. The nested last drop does
+//! not hold a second map of the class when the top of the task's lock stack
+//! already is one: it is the same lockdep class, so every dependency is
+//! recorded already, and a list of any length takes one entry of lockdep's
+//! stack of held locks (`MAX_LOCK_DEPTH` is 48) instead of one per node.
+//! (When an interrupt arrives during such a destructor and drops the last
+//! reference of an `Arc` of the same class, the interrupt's destructor is
+//! not tracked: lockdep keeps interrupt chains apart from the task's.)
 //!
 //! # Cost
 //!
-//! A drop that is not the last, made in task context with no lock held,
-//! skips the acquire/release pair: with nothing held it could add no
-//! dependency, and outside interrupts no interrupt-context use. (It would
-//! only mark the map as used with interrupts enabled, which matters for
-//! locks that interrupts take, and a fake read lock never blocks anyone.)
-//! Every other drop costs one lockdep acquire/release pair, and the last one
-//! a second pair around the destructor. The map makes the allocation bigger
-//! by one `struct lockdep_map`. With the option off, none of this is
-//! compiled in and [`Arc`] is unchanged (`cargo xtask test` compares the
-//! object code of a small user with the pristine kernel's).
+//! A drop made in task context with no lock held does nothing more than an
+//! `Arc` without the option, but reading the lockdep depth of the task: with
+//! nothing held it could add no dependency. Every other drop costs one
+//! `lock_sync()` (one lockdep validation, no held-lock bookkeeping), and the
+//! last one a lockdep acquire/release pair around the destructor. The map
+//! makes the allocation bigger by one `struct lockdep_map`. With the option
+//! off, none of this is compiled in and [`Arc`] is unchanged (`cargo xtask
+//! test` compares the object code of a small user with the pristine
+//! kernel's).
 
 use super::ArcInner;
 use crate::{
@@ -91,7 +124,9 @@ unsafe extern "C" fn nest_any(
 impl DropMap {
     /// A map of the class of the construction site `loc`.
     pub(super) fn new(loc: &'static Location<'static>) -> Self {
-        let class = class_at(loc, Usage::Arc);
+        // SAFETY: The key of an `Arc` class is never unregistered (an `Arc`
+        // made by a module may outlive it), so no map outlives its key.
+        let class = unsafe { class_at(loc, Usage::Arc) };
         let map = DropMap(Opaque::uninit());
         // SAFETY: `map.0` is valid for writes; the name and the key are
         // static (implicit classes are never freed, only unregistered at
@@ -104,7 +139,8 @@ impl DropMap {
                 0,
                 bindings::lockdep_wait_type_LD_WAIT_INV as u8,
                 bindings::lockdep_wait_type_LD_WAIT_INV as u8,
-                bindings::lockdep_lock_type_LD_LOCK_NORMAL as u8,
+                // Not a lock: skipped by the interrupt-safety searches.
+                bindings::lockdep_lock_type_LD_LOCK_WAIT_OVERRIDE as u8,
             )
         };
         Self::allow_nesting(&map, &class);
@@ -126,26 +162,14 @@ impl DropMap {
         }
     }
 
-    /// The "ip" lockdep reports for the map: this file's acquire function,
+    /// The "ip" lockdep reports for the map: this file's probe function,
     /// so reports show an `Arc` drop; the backtrace gives the drop site.
     fn ip() -> crate::ffi::c_ulong {
-        (Self::acquire as fn(&Self)) as usize as crate::ffi::c_ulong
+        (Self::probe as fn(&Self)) as usize as crate::ffi::c_ulong
     }
 
-    fn acquire(&self) {
-        // SAFETY: the map is initialised (invariant). `read = 1`: a
-        // non-recursive reader (module docs); `check = 1`: full validation.
-        unsafe {
-            bindings::lock_acquire(self.0.get(), 0, 0, 1, 1, core::ptr::null_mut(), Self::ip())
-        };
-    }
-
-    fn release(&self) {
-        // SAFETY: the map is initialised and held by this task (acquired just before).
-        unsafe { bindings::lock_release(self.0.get(), Self::ip()) };
-    }
-
-    /// Records a drop that may be the last: acquire and release at once.
+    /// Records a drop that may be the last: the locks the task holds now
+    /// come before the destructor's.
     ///
     /// Skipped in task context with no lock held (see "Cost" in the module
     /// documentation).
@@ -154,8 +178,29 @@ impl DropMap {
         if unsafe { bindings::lockdep_task_holds_nothing() } {
             return;
         }
-        self.acquire();
-        self.release();
+        // SAFETY: the map is initialised (invariant). `read = 1`: a
+        // non-recursive reader (module docs); `check = 1`: full validation.
+        unsafe { bindings::lock_sync(self.0.get(), 0, 1, 1, core::ptr::null_mut(), Self::ip()) };
+    }
+
+    /// Holds the map while `f` runs the destructor, unless a map of the same
+    /// class is already the innermost lock this task holds (a nested drop).
+    fn held_around(&self, f: impl FnOnce()) {
+        // SAFETY: the map is initialised; only the current task's lock stack
+        // and the map of its innermost held lock, alive while held, are read.
+        if unsafe { bindings::lockdep_nested_in_own_class(self.0.get()) } {
+            f();
+            return;
+        }
+        // SAFETY: the map is initialised (invariant). A trylock-style,
+        // non-recursive read: see "Interrupt context" in the module docs.
+        unsafe {
+            bindings::lock_acquire(self.0.get(), 0, 1, 1, 1, core::ptr::null_mut(), Self::ip())
+        };
+        f();
+        // SAFETY: the map is held by this task (acquired just above; the
+        // destructor releases what it takes).
+        unsafe { bindings::lock_release(self.0.get(), Self::ip()) };
     }
 }
 
@@ -172,10 +217,10 @@ pub(super) unsafe fn drop_last<T: ?Sized>(ptr: NonNull<ArcInner<T>>) {
     let layout = Layout::for_value(unsafe { &*inner });
     // SAFETY: `inner` is live; nothing else references it (count zero).
     let map = unsafe { &(*inner).lockdep };
-    map.acquire();
-    // SAFETY: the contents are initialised and dropped exactly once, here.
-    unsafe { core::ptr::drop_in_place(&raw mut (*inner).data) };
-    map.release();
+    map.held_around(|| {
+        // SAFETY: the contents are initialised and dropped exactly once, here.
+        unsafe { core::ptr::drop_in_place(&raw mut (*inner).data) }
+    });
     // SAFETY: the allocation came from `Kmalloc` with `layout` (the layout of
     // its value); the map is released, so no held lock lives in it, and it is
     // never used again.

@@ -6,13 +6,18 @@
 
 use crate::prelude::*;
 
+#[cfg(CONFIG_LOCKDEP)]
 #[kunit_tests(rust_implicit_class)]
 mod implicit {
     use crate::{
         prelude::*,
         str::CString,
         sync::{
-            implicit_class::{caller_lock_class, class_at, stats, ImplicitClass, Usage},
+            implicit_class::{
+                caller_lock_class, class_at, stats,
+                table::{lookup, Site},
+                ImplicitClass, Usage,
+            },
             Mutex, SpinLock, SpinLockIrq,
         },
     };
@@ -20,12 +25,20 @@ mod implicit {
 
     /// One source location, whoever calls.
     fn fixed_site() -> ImplicitClass {
-        caller_lock_class()
+        // SAFETY: Built-in code: the key is never unregistered.
+        unsafe { caller_lock_class() }
     }
 
     #[track_caller]
     fn caller_site() -> ImplicitClass {
-        caller_lock_class()
+        // SAFETY: As above.
+        unsafe { caller_lock_class() }
+    }
+
+    /// The class of a location in this (built-in) file.
+    fn class(loc: &'static Location<'static>, usage: Usage) -> ImplicitClass {
+        // SAFETY: As above.
+        unsafe { class_at(loc, usage) }
     }
 
     fn same(a: &ImplicitClass, b: &ImplicitClass) -> bool {
@@ -45,7 +58,7 @@ mod implicit {
     #[test]
     fn names_carry_file_line_and_column() -> Result {
         let loc = Location::caller();
-        let class = class_at(loc, Usage::Lock);
+        let class = class(loc, Usage::Lock);
         let expected = CString::try_from_fmt(fmt!(":{}:{}", loc.line(), loc.column()))?;
         let name = class.name().to_bytes();
         assert!(name.ends_with(expected.to_bytes()));
@@ -53,22 +66,34 @@ mod implicit {
         Ok(())
     }
 
-    /// Keyed on content: a copy of a `Location` at another address (the
-    /// situation of one source line emitted by two crates) gets the class of
-    /// the original, and a lock and an `Arc` on one location get two.
+    /// Keyed on content: the same file, line and column with the file name
+    /// at another address (one source line emitted by two crates, each with
+    /// its own copy of the string) gets the class of the original, so the
+    /// lookup must compare the names' bytes; a lock and an `Arc` on one
+    /// location get two classes.
     #[test]
     fn keyed_on_content_not_address() -> Result {
         let loc = Location::caller();
-        let copy: &'static Location<'static> = KBox::leak(KBox::new(*loc, GFP_KERNEL)?);
-        assert!(!core::ptr::eq(loc, copy));
-        assert!(same(
-            &class_at(loc, Usage::Lock),
-            &class_at(copy, Usage::Lock)
-        ));
-        assert!(!same(
-            &class_at(loc, Usage::Lock),
-            &class_at(loc, Usage::Arc)
-        ));
+        // Leaked: a class entry may keep pointing at the name it saw.
+        let buf: &'static mut [u8; 128] = KBox::leak(KBox::new([0u8; 128], GFP_KERNEL)?);
+        let copy = buf.get_mut(..loc.file().len()).ok_or(EINVAL)?;
+        copy.copy_from_slice(loc.file().as_bytes());
+        let file: &'static str = core::str::from_utf8(copy).map_err(|_| EINVAL)?;
+        assert!(!core::ptr::eq(file.as_ptr(), loc.file().as_ptr()));
+        let elsewhere = Site {
+            file,
+            line: loc.line(),
+            column: loc.column(),
+        };
+        let original = class(loc, Usage::Lock);
+        assert!(same(&lookup(&elsewhere, Usage::Lock), &original));
+        // One column further is another location.
+        let next = Site {
+            column: loc.column() + 1,
+            ..elsewhere
+        };
+        assert!(!same(&lookup(&next, Usage::Lock), &original));
+        assert!(!same(&class(loc, Usage::Arc), &original));
         Ok(())
     }
 
@@ -123,6 +148,8 @@ mod implicit {
 mod arc {
     use crate::{
         bindings,
+        interrupt::LocalInterruptDisabled,
+        irq_work::{IrqWork, IrqWorkItem},
         prelude::*,
         sync::{
             atomic::{Acquire, Atomic, Relaxed},
@@ -204,21 +231,153 @@ mod arc {
         Ok(())
     }
 
-    /// A list of nodes made at one site: dropping the head drops the next
-    /// node inside the head's destructor, nesting the class in itself.
+    /// Whether lockdep is still on (a "BUG: MAX_LOCK_DEPTH too low!" or any
+    /// report turns it off for the rest of the boot).
+    fn lockdep_on() -> bool {
+        // SAFETY: `debug_locks` is a global int that lockdep only ever
+        // clears; a racy read of an aligned int is what C's READ_ONCE does.
+        unsafe { core::ptr::read_volatile(&raw const bindings::debug_locks) != 0 }
+    }
+
+    /// A list of nodes made at one site, dropped from the head: each node's
+    /// destructor drops the next, nesting the class in itself once per node.
+    /// 50 levels, more than the 48 locks lockdep can track per task: the
+    /// nested drops must reuse the outer map instead of holding one each,
+    /// or lockdep turns itself off.
     #[test]
-    fn nested_drops_of_one_class() -> Result {
+    fn deep_nested_drops_hold_one_map() -> Result {
         struct Node {
             _next: Option<Arc<Node>>,
         }
         fn node(next: Option<Arc<Node>>) -> Result<Arc<Node>> {
             Ok(Arc::new(Node { _next: next }, GFP_KERNEL)?)
         }
+        assert!(lockdep_on() || !cfg!(CONFIG_PROVE_LOCKING));
         let mut head = None;
-        for _ in 0..5 {
+        for _ in 0..50 {
             head = Some(node(head)?);
         }
         drop(head);
+        assert!(lockdep_on() || !cfg!(CONFIG_PROVE_LOCKING));
+        Ok(())
+    }
+
+    /// How many locks lockdep counts as held by the current task.
+    fn held_depth() -> i32 {
+        #[cfg(CONFIG_LOCKDEP)]
+        // SAFETY: `current` is a valid task; only the task itself changes
+        // its own `lockdep_depth`.
+        let depth = unsafe { (*crate::task::Task::current_raw()).lockdep_depth };
+        #[cfg(not(CONFIG_LOCKDEP))]
+        let depth = 0;
+        depth
+    }
+
+    /// A list of 1,000 nested `Arc`s of one class. Its destructor unlinks the
+    /// rest iteratively (a recursive drop of 1,000 nodes would overflow the
+    /// kernel stack, lockdep or not), so every node's last drop happens
+    /// inside the head's destructor: each one must reuse the head's map (one
+    /// held lock at most in any destructor), and lockdep stays on.
+    #[test]
+    fn thousand_nested_arcs_drop_with_one_map_held() -> Result {
+        struct Link {
+            next: Option<Arc<Link>>,
+            dropped: Arc<Atomic<u32>>,
+            deepest: Arc<Atomic<i32>>,
+        }
+        impl Drop for Link {
+            fn drop(&mut self) {
+                self.dropped.fetch_add(1, Relaxed);
+                let depth = held_depth();
+                if depth > self.deepest.load(Relaxed) {
+                    self.deepest.store(depth, Relaxed);
+                }
+                let mut next = self.next.take();
+                while let Some(n) = next {
+                    next = Arc::into_unique_or_drop(n)
+                        .and_then(|mut u| u.as_mut().get_mut().next.take());
+                }
+            }
+        }
+        let dropped = Arc::new(Atomic::new(0u32), GFP_KERNEL)?;
+        let deepest = Arc::new(Atomic::new(0i32), GFP_KERNEL)?;
+        let mut head = None;
+        for _ in 0..1000 {
+            head = Some(Arc::new(
+                Link {
+                    next: head,
+                    dropped: dropped.clone(),
+                    deepest: deepest.clone(),
+                },
+                GFP_KERNEL,
+            )?);
+        }
+        let base = held_depth();
+        drop(head);
+        assert_eq!(dropped.load(Relaxed), 1000);
+        // With the option, the head's map; without it, nothing.
+        let expected = i32::from(cfg!(CONFIG_RUST_ARC_LOCKDEP) && lockdep_on());
+        assert_eq!(deepest.load(Relaxed) - base, expected);
+        assert!(lockdep_on() || !cfg!(CONFIG_PROVE_LOCKING));
+        Ok(())
+    }
+
+    /// An interrupt handler's queue: an IRQ-safe lock and the reference it
+    /// holds.
+    #[pin_data]
+    struct Handler<T: Send + Sync> {
+        #[pin]
+        queue: SpinLockIrq<Option<Arc<T>>>,
+        #[pin]
+        done: Completion,
+    }
+
+    impl<T: Send + Sync> IrqWorkItem for Handler<T> {
+        /// Drops the queued reference under the queue lock, taken with
+        /// `lock_with` as a virtqueue callback would.
+        fn run(&self, irq: &LocalInterruptDisabled) {
+            let mut queue = self.queue.lock_with(irq);
+            drop(queue.take());
+            drop(queue);
+            self.done.complete_all();
+        }
+    }
+
+    /// Runs `Handler` once in hard-IRQ context on `obj`, which must not be
+    /// the last reference.
+    fn drop_in_irq_under_lock<T: Send + Sync>(obj: Arc<T>) -> Result {
+        let work = KBox::pin_init(
+            IrqWork::new(pin_init!(Handler {
+                queue <- SpinLockIrq::new_implicit(Some(obj)),
+                done <- Completion::new(),
+            })),
+            GFP_KERNEL,
+        )?;
+        work.queue();
+        work.item().done.wait_for_completion();
+        assert!(work.item().queue.lock().is_none());
+        Ok(())
+    }
+
+    /// The driver's interrupt path: a thread drops the last reference of an
+    /// object of one class (its map held with interrupts enabled), then an
+    /// interrupt handler takes its IRQ-safe queue lock with `lock_with` and
+    /// drops a reference of that class that is not the last. Lockdep must
+    /// stay quiet: the map never blocks anyone. (It used to report "possible
+    /// irq lock inversion dependency detected".)
+    #[test]
+    fn non_last_drop_under_irq_lock_in_hard_irq() -> Result {
+        struct Fence(u32);
+        fn fence(seqno: u32) -> Result<Arc<Fence>> {
+            Ok(Arc::new(Fence(seqno), GFP_KERNEL)?)
+        }
+        drop(fence(1)?); // the last reference, interrupts enabled
+        let f = fence(2)?;
+        drop_in_irq_under_lock(f.clone())?;
+        assert_eq!(f.0, 2);
+        drop(f); // the last reference, in the thread
+                 // A report would also have turned lockdep off.
+        assert!(lockdep_on() || !cfg!(CONFIG_PROVE_LOCKING));
         Ok(())
     }
 

@@ -73,14 +73,26 @@ pub use acquire_ctx::{AcquireCtx, CtxGuard};
 pub use class::{Class, DynamicClass};
 pub use lock_set::LockSet;
 
-mod private {
-    pub trait Sealed {}
-}
-
 /// Something that can be locked as a wound/wait mutex: a [`Mutex`] made in
-/// Rust or a [`ForeignMutex`] embedded in a C object.
+/// Rust, a [`ForeignMutex`] embedded in a C object, or an object that wraps
+/// one with its own unlock bookkeeping (a `dma_resv`, see
+/// [`kernel::dma_resv`](crate::dma_resv)).
 ///
-/// This trait is sealed.
+/// # Safety
+///
+/// For every value `l` of the type, as long as it is borrowed:
+///
+/// - `l.as_raw()` is an initialised `ww_mutex` of class `l.class()`, at an
+///   address that does not change, which is not re-initialised or freed;
+/// - `l.data_ptr()` points to data that only the holder of that mutex
+///   accesses (any aligned pointer for zero-sized data);
+/// - [`Lockable::unlock`], given `l.as_raw()` while the current task holds
+///   it, releases it: `ww_mutex_unlock` plus whatever the object around the
+///   mutex must do on unlock (as `dma_resv_unlock` resets the fence-slot
+///   count it checks), and nothing else.
+///
+/// Locking always goes through the `ww_mutex_lock*` functions, as every
+/// `dma_resv_lock*` does.
 ///
 /// # Examples
 ///
@@ -102,7 +114,7 @@ mod private {
 /// lock_twice(&ctx, &*m)?;
 /// # Ok::<(), Error>(())
 /// ```
-pub trait Lockable: private::Sealed {
+pub unsafe trait Lockable {
     /// The data the lock protects.
     type Data: ?Sized;
 
@@ -114,6 +126,17 @@ pub trait Lockable: private::Sealed {
 
     /// The protected data.
     fn data_ptr(&self) -> *mut Self::Data;
+
+    /// Releases `raw`; by default `ww_mutex_unlock`.
+    ///
+    /// # Safety
+    ///
+    /// `raw` must be `as_raw()` of a live value of this type, held by the
+    /// current task.
+    unsafe fn unlock(raw: *mut bindings::ww_mutex) {
+        // SAFETY: Held by the current task (caller).
+        unsafe { bindings::ww_mutex_unlock(raw) }
+    }
 }
 
 /// A wound/wait mutex protecting a `T`.
@@ -183,9 +206,9 @@ impl<'c, T> Mutex<'c, T> {
     }
 }
 
-impl<T: ?Sized> private::Sealed for Mutex<'_, T> {}
-
-impl<T: ?Sized> Lockable for Mutex<'_, T> {
+// SAFETY: `inner` is a `ww_mutex` of `class` (invariant), pinned with the
+// mutex; `data` is protected by it; the default unlock is all it needs.
+unsafe impl<T: ?Sized> Lockable for Mutex<'_, T> {
     type Data = T;
 
     fn as_raw(&self) -> *mut bindings::ww_mutex {
@@ -411,9 +434,10 @@ impl<'a> ForeignMutex<'a> {
     }
 }
 
-impl private::Sealed for ForeignMutex<'_> {}
-
-impl Lockable for ForeignMutex<'_> {
+// SAFETY: `ptr` is a `ww_mutex` of `class` valid for `'a` (invariant of
+// `from_raw`); there is no data; a plain `ww_mutex` needs no more than the
+// default unlock.
+unsafe impl Lockable for ForeignMutex<'_> {
     type Data = ();
 
     fn as_raw(&self) -> *mut bindings::ww_mutex {
@@ -434,7 +458,7 @@ fn is_locked<L: Lockable + ?Sized>(l: &L) -> bool {
     unsafe { bindings::ww_mutex_is_locked(l.as_raw()) }
 }
 
-fn lock_no_ctx<L: Lockable + ?Sized>(l: &L) -> MutexGuard<'_, L> {
+pub(crate) fn lock_no_ctx<L: Lockable + ?Sized>(l: &L) -> MutexGuard<'_, L> {
     // SAFETY: `as_raw` is an initialised `ww_mutex`. Without a context the
     // call cannot fail.
     let _ = unsafe { bindings::ww_mutex_lock(l.as_raw(), core::ptr::null_mut()) };
@@ -445,7 +469,7 @@ fn lock_no_ctx<L: Lockable + ?Sized>(l: &L) -> MutexGuard<'_, L> {
     }
 }
 
-fn lock_no_ctx_interruptible<L: Lockable + ?Sized>(l: &L) -> Result<MutexGuard<'_, L>> {
+pub(crate) fn lock_no_ctx_interruptible<L: Lockable + ?Sized>(l: &L) -> Result<MutexGuard<'_, L>> {
     // SAFETY: `as_raw` is an initialised `ww_mutex`.
     to_result(unsafe { bindings::ww_mutex_lock_interruptible(l.as_raw(), core::ptr::null_mut()) })?;
     // INVARIANT: the call succeeded, so the lock is held by this task.
@@ -514,6 +538,6 @@ where
 impl<L: Lockable + ?Sized> Drop for MutexGuard<'_, L> {
     fn drop(&mut self) {
         // SAFETY: the lock is held by this task (type invariant).
-        unsafe { bindings::ww_mutex_unlock(self.lock.as_raw()) };
+        unsafe { L::unlock(self.lock.as_raw()) };
     }
 }

@@ -578,6 +578,6 @@ where
 impl<L: Lockable + ?Sized> Drop for CtxGuard<'_, '_, L> {
     fn drop(&mut self) {
         // SAFETY: `lock` is held in `ctx` by this task (type invariant).
-        unsafe { bindings::ww_mutex_unlock(self.lock.as_raw()) };
+        unsafe { L::unlock(self.lock.as_raw()) };
     }
 }

@@ -84,16 +84,23 @@ use core::ptr::NonNull;
 ///
 /// - `ctx` is `Some` exactly during a transaction, and `memory` is `Some`
 ///   between transactions.
-/// - `locked` lists exactly the mutexes locked in `ctx` (each once); they
+/// - `locked` lists exactly the mutexes locked in `ctx` (each once), each
+///   with the [`Lockable::unlock`] of the type it was locked through; they
 ///   outlive `'a`. It is empty between transactions.
+/// - `contended_unlock` is the unlock function of the type of the mutex
+///   that last returned [`EDEADLK`] in `lock`.
 pub struct LockSet<'a> {
     class: &'a Class,
     ctx: Option<AcquireCtx<'a>>,
     memory: Option<CtxMemory>,
-    locked: KVec<NonNull<bindings::ww_mutex>>,
+    locked: KVec<(NonNull<bindings::ww_mutex>, Unlock)>,
+    contended_unlock: Option<Unlock>,
     interruptible: bool,
     backoffs: u32,
 }
+
+/// A [`Lockable::unlock`] function.
+type Unlock = unsafe fn(*mut bindings::ww_mutex);
 
 impl<'a> LockSet<'a> {
     /// Makes a set for mutexes of `class`, to run transactions with
@@ -143,6 +150,7 @@ impl<'a> LockSet<'a> {
             ctx: None,
             memory: Some(CtxMemory::new()?),
             locked: KVec::with_capacity(n, GFP_KERNEL)?,
+            contended_unlock: None,
             interruptible: false,
             backoffs: 0,
         })
@@ -307,6 +315,7 @@ impl<'a> LockSet<'a> {
     /// Releases everything and sleeps until the contended mutex is ours.
     fn back_off(&mut self) -> Result {
         let contended = self.ctx()?.contended().ok_or(EINVAL)?;
+        let unlock = self.contended_unlock.ok_or(EINVAL)?;
         self.backoffs += 1;
         self.unlock_all();
         let kind = if self.interruptible {
@@ -318,15 +327,16 @@ impl<'a> LockSet<'a> {
         // class, and it outlives `'a` (the bound of `lock`).
         unsafe { self.ctx()?.lock_raw(contended.as_ptr(), kind)? };
         // Cannot fail: `unlock_all` left the capacity of everything it freed.
-        self.locked.push(contended, GFP_KERNEL)?;
+        self.locked.push((contended, unlock), GFP_KERNEL)?;
         Ok(())
     }
 
     /// Unlocks everything the set holds, newest first.
     fn unlock_all(&mut self) {
-        while let Some(p) = self.locked.pop() {
-            // SAFETY: every entry of `locked` is held in `ctx` (invariant).
-            unsafe { bindings::ww_mutex_unlock(p.as_ptr()) };
+        while let Some((p, unlock)) = self.locked.pop() {
+            // SAFETY: every entry of `locked` is held in `ctx`, and `unlock`
+            // is the unlock of the type it was locked through (invariant).
+            unsafe { unlock(p.as_ptr()) };
         }
     }
 
@@ -372,10 +382,18 @@ impl<'a> LockSet<'a> {
             Ok(()) => {
                 let raw = NonNull::new(m.as_raw()).ok_or(EINVAL)?;
                 // Cannot fail: capacity was reserved above.
-                self.locked.push_within_capacity(raw).map_err(|_| ENOMEM)
+                self.locked
+                    .push_within_capacity((raw, L::unlock as Unlock))
+                    .map_err(|_| ENOMEM)
             }
             Err(e) if e == EALREADY => Ok(()),
-            Err(e) => Err(e),
+            Err(e) => {
+                if e == EDEADLK {
+                    // INVARIANT: `m` is the contended mutex now.
+                    self.contended_unlock = Some(L::unlock as Unlock);
+                }
+                Err(e)
+            }
         }
     }
 
@@ -416,6 +434,22 @@ impl<'a> LockSet<'a> {
         // SAFETY: the set holds `m`, so no one else accesses its data, and
         // `&mut self` keeps this the only access through the set.
         Ok(f(unsafe { &mut *m.data_ptr() }))
+    }
+
+    /// Runs `f` on a shared view of the data of `m`, which the set must hold
+    /// ([`EINVAL`] if not). For data that is not `Unpin` (a C object such as
+    /// a `dma_resv`, whose locked operations take `&self`).
+    pub fn with_locked_ref<L: Lockable + ?Sized, R>(
+        &self,
+        m: &L,
+        f: impl FnOnce(&L::Data) -> R,
+    ) -> Result<R> {
+        if !self.ctx()?.holds(m) {
+            return Err(EINVAL);
+        }
+        // SAFETY: the set holds `m`, so no one else accesses its data; this
+        // thread only reads through `&`.
+        Ok(f(unsafe { &*m.data_ptr() }))
     }
 
     /// The stamp of the running transaction's context (back-offs keep it);

@@ -17,8 +17,8 @@ mod suite {
             lock::ww_mutex::{AcquireCtx, Class, DynamicClass, LockSet, Lockable, Mutex},
             Arc, Completion,
         },
+        test_support::{code, spawn, with_pending_signal},
         time::{delay::fsleep, Delta, Instant, Monotonic},
-        workqueue,
     };
 
     define_ww_class!(WW);
@@ -40,25 +40,6 @@ mod suite {
         Ok(Arc::new(v, GFP_KERNEL)?)
     }
 
-    /// Runs `f` on an unbound workqueue; the returned completion fires when it ends.
-    fn spawn(f: impl FnOnce() + Send + 'static) -> Result<Arc<Completion>> {
-        let done = Arc::pin_init(Completion::new(), GFP_KERNEL)?;
-        let d = done.clone();
-        workqueue::system_unbound().try_spawn(GFP_KERNEL, move || {
-            f();
-            d.complete_all();
-        })?;
-        Ok(done)
-    }
-
-    /// Error code of a result as a plain integer (0 for success).
-    fn code(r: Result) -> i32 {
-        match r {
-            Ok(()) => 0,
-            Err(e) => e.to_errno(),
-        }
-    }
-
     /// A small deterministic PRNG (xorshift) for lock orders.
     struct Rng(u64);
 
@@ -72,7 +53,7 @@ mod suite {
     }
 
     #[test]
-    fn classes_are_static_and_of_the_right_kind() {
+    fn define_macros_pick_the_algorithm() {
         assert!(!WW.is_wait_die());
         assert!(WD.is_wait_die());
     }
@@ -522,28 +503,6 @@ mod suite {
         assert_eq!(r.err(), Some(ENOSPC));
         assert!(!a.is_locked());
         Ok(())
-    }
-
-    /// Runs `f` with a signal pending on the current thread (a KUnit case
-    /// runs in a kernel thread, which must opt in to receive one), then
-    /// discards the signal.
-    fn with_pending_signal<R>(f: impl FnOnce() -> R) -> R {
-        let sig = bindings::SIGUSR1 as i32;
-        let me = crate::task::Task::current_raw();
-        // SAFETY: `allow_kernel_signal` only changes the current thread's
-        // disposition of `sig`, a valid signal number.
-        unsafe { bindings::allow_kernel_signal(sig) };
-        // SAFETY: `me` is the current task, alive for the call; `1` marks
-        // the signal as sent by the kernel, which the thread now accepts.
-        unsafe { bindings::send_sig(sig, me, 1) };
-        let r = f();
-        // SAFETY: `me` is the current task; the signal is discarded and the
-        // thread ignores `sig` again, as before.
-        unsafe {
-            bindings::flush_signals(me);
-            bindings::disallow_signal(sig)
-        };
-        r
     }
 
     /// An interrupted acquire: a worker holds `m`; with a signal pending,

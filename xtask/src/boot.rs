@@ -167,6 +167,8 @@ pub struct BootOutcome {
     pub screenshot: Option<PathBuf>,
     /// A hang or a QEMU failure.
     pub error: Option<String>,
+    /// The same error, for telling its kind ([`crate::qemu::EarlyStall`]).
+    pub error_source: Option<anyhow::Error>,
     pub duration: Duration,
 }
 
@@ -193,6 +195,29 @@ impl BootOutcome {
 
 /// Boots `b` with `req`.
 pub fn boot(ctx: &Ctx, b: &Built, req: &Boot<'_>) -> Result<BootOutcome> {
+    let first = boot_once(ctx, b, req)?;
+    let stalled = first
+        .error_source
+        .as_ref()
+        .is_some_and(|e| e.downcast_ref::<crate::qemu::EarlyStall>().is_some());
+    if !stalled {
+        return Ok(first);
+    }
+    // A kernel that stops printing before /init runs has not reached our
+    // code; TCG was seen to stall that way once. Keep its log, boot again,
+    // and say so.
+    let kept = first.log_path.with_file_name("serial.stalled.log");
+    let _ = std::fs::rename(&first.log_path, &kept);
+    eprintln!(
+        "warning: {}: {}\n  booting again (the stalled log is {})",
+        b.machine.name,
+        first.error.as_deref().unwrap_or("stalled"),
+        kept.display()
+    );
+    boot_once(ctx, b, req)
+}
+
+fn boot_once(ctx: &Ctx, b: &Built, req: &Boot<'_>) -> Result<BootOutcome> {
     let append = format!("{} {}", Step::cmdline(&req.steps), req.append);
     let initrd = boot_initrd(b, req)?;
     let spec = BootSpec {
@@ -214,6 +239,7 @@ pub fn boot(ctx: &Ctx, b: &Built, req: &Boot<'_>) -> Result<BootOutcome> {
         render: None,
         screenshot: None,
         error: None,
+        error_source: None,
         duration: Duration::ZERO,
     };
     let r = (|| -> Result<()> {
@@ -250,6 +276,7 @@ pub fn boot(ctx: &Ctx, b: &Built, req: &Boot<'_>) -> Result<BootOutcome> {
         Err(e) => {
             phase.fail();
             out.error = Some(format!("{e:#}"));
+            out.error_source = Some(e);
         }
     }
     Ok(out)

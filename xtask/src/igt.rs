@@ -392,6 +392,7 @@ mod tests {
             render: None,
             screenshot: None,
             error: None,
+            error_source: None,
             duration: std::time::Duration::ZERO,
         };
         let items: Vec<Item> = ["a@one", "a@two", "a@three"]

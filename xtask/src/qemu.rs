@@ -36,7 +36,35 @@ pub struct Guest {
     exited: bool,
     /// Bytes of the serial log already echoed (`-v`).
     echoed: usize,
+    /// Length of the serial log when it last grew, and when that was.
+    grown: (usize, Instant),
 }
+
+/// How long the kernel may print nothing before `/init` has started
+/// before the boot counts as stalled (a KUnit case prints at least its
+/// result line every few seconds).
+const EARLY_STALL: Duration = Duration::from_secs(90);
+
+/// The guest printed nothing for [`EARLY_STALL`] before `/init` started:
+/// stuck in early boot (seen once under TCG, in ACPI set-up). The caller
+/// may boot again.
+#[derive(Debug)]
+pub struct EarlyStall {
+    pub last_lines: String,
+}
+
+impl std::fmt::Display for EarlyStall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "guest stalled before /init: no serial output for {}s. Last lines:\n{}",
+            EARLY_STALL.as_secs(),
+            self.last_lines
+        )
+    }
+}
+
+impl std::error::Error for EarlyStall {}
 
 impl Guest {
     /// Starts QEMU.
@@ -87,7 +115,32 @@ impl Guest {
             timeout: spec.timeout,
             exited: false,
             echoed: 0,
+            grown: (0, Instant::now()),
         })
+    }
+
+    /// Fails with [`EarlyStall`] when the log has not grown for
+    /// [`EARLY_STALL`] and `/init` has not started.
+    fn check_stall(&mut self, text: &str) -> Result<()> {
+        if text.len() != self.grown.0 {
+            self.grown = (text.len(), Instant::now());
+            return Ok(());
+        }
+        let init_started = text.contains(&format!(
+            "{}{}",
+            virtgpu_protocol::PREFIX,
+            virtgpu_protocol::Event::InitStart
+        ));
+        if init_started || self.grown.1.elapsed() < EARLY_STALL {
+            return Ok(());
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.exited = true;
+        Err(EarlyStall {
+            last_lines: indent(&ui::tail(&self.log, 5)),
+        }
+        .into())
     }
 
     /// The serial log so far.
@@ -161,6 +214,7 @@ impl Guest {
             if self.check_exit()? {
                 return Ok(None);
             }
+            self.check_stall(&text)?;
             if self.started.elapsed() > self.timeout {
                 return Err(self.hung());
             }
@@ -180,6 +234,7 @@ impl Guest {
             if exited {
                 return Ok(());
             }
+            self.check_stall(&text)?;
             if self.started.elapsed() > self.timeout {
                 return Err(self.hung());
             }

@@ -46,7 +46,7 @@
 //!     const TIMELINE: &'static CStr = c_str!("ring0");
 //! }
 //!
-//! let contexts = FenceContexts::<Names>::new(1);
+//! let contexts = FenceContexts::<Names>::new(1)?;
 //! // Allocate where sleeping is allowed...
 //! let alloc = FenceAllocation::<Names>::new(GFP_KERNEL)?;
 //! // ...initialise and signal where it may not be.
@@ -225,14 +225,21 @@ impl Fence {
 /// What runs when a fence signals.
 pub trait FenceCallback: Send + Sized + 'static {
     /// Called once, in the signalling thread, in atomic context: under the
-    /// fence's spinlock with interrupts off, possibly in hard IRQ. Must not
-    /// sleep, and must not drop anything whose drop may sleep: `self` is
-    /// handed over so that it can be passed on (to a work item, say).
+    /// fence's spinlock with interrupts off, possibly in hard IRQ, and under
+    /// whatever lock the signaller holds (a [`Timeline`]'s). Must not sleep,
+    /// must not drop anything whose drop may sleep (`self` is handed over so
+    /// that it can be passed on, to a work item say), and must not call what
+    /// takes those locks: [`Fence::status`] or [`Fence::add_callback`] on
+    /// this fence, or the [`Timeline`] that signals it.
     fn signalled(self, fence: &Fence);
 }
 
 /// A callback with its `dma_fence_cb`, allocated ahead of registration.
 pub struct FenceCb<C: FenceCallback>(KBox<CbBox<C>>);
+
+// SAFETY: The `dma_fence_cb` is not in use before registration; the payload
+// is `Send` (`FenceCallback: Send`).
+unsafe impl<C: FenceCallback> Send for FenceCb<C> {}
 
 #[repr(C)]
 struct CbBox<C> {
@@ -268,7 +275,10 @@ unsafe extern "C" fn run_callback<C: FenceCallback>(
     let b = unsafe { KBox::from_raw(cb.cast::<CbBox<C>>()) };
     // Freeing the box is fine in atomic context; the payload moves on.
     let CbBox { payload, .. } = KBox::into_inner(b);
-    // SAFETY: The core holds a reference on `fence` while it signals.
+    // SAFETY: The core runs the callbacks of a fence while signalling it,
+    // before it can be freed (the last reference may be dropped only after
+    // `dma_fence_signal` returns, or the release runs them first), so
+    // `fence` is alive for the call.
     payload.signalled(unsafe { Fence::from_raw(fence) });
 }
 
@@ -318,8 +328,10 @@ impl Drop for SignallingSection {
     }
 }
 
-/// `timeout` in jiffies, for the C waits (negative counts as zero).
+/// `timeout` in jiffies, for the C waits: rounded up, so that a short
+/// timeout still waits; negative counts as zero.
 pub(crate) fn timeout_jiffies(timeout: Delta) -> crate::time::Jiffies {
-    let ms = u32::try_from(timeout.as_millis().max(0)).unwrap_or(u32::MAX);
+    let ns = timeout.as_nanos().max(0);
+    let ms = u32::try_from(ns.saturating_add(999_999) / 1_000_000).unwrap_or(u32::MAX);
     crate::time::msecs_to_jiffies(ms)
 }

@@ -43,7 +43,7 @@
 //! let b = KBox::pin_init(OwnedResv::new(), GFP_KERNEL)?;
 //! let job: [&Resv; 3] = [&b, &a, &b]; // `b` twice
 //!
-//! let contexts = FenceContexts::<Names>::new(1);
+//! let contexts = FenceContexts::<Names>::new(1)?;
 //! let fence = FenceAllocation::new(GFP_KERNEL)?.init(contexts.context(0).ok_or(EINVAL)?, 1);
 //! LockSet::lock_all_interruptible(
 //!     Class::reservation(),
@@ -68,6 +68,7 @@ use crate::{
     dma_fence::Fence,
     error::to_result,
     prelude::*,
+    sync::aref::ARef,
     sync::lock::ww_mutex::{Class, Lockable, MutexGuard},
     time::Delta,
     types::Opaque,
@@ -158,9 +159,9 @@ impl Resv {
 
 // SAFETY: `lock` is the reservation's `ww_mutex`, initialised by
 // `dma_resv_init` with `reservation_ww_class` and as long-lived as the
-// reservation (invariant); the data (`ResvLocked`, the same object) is only
-// changed through `&ResvLocked` with the lock held; `unlock` is
-// `dma_resv_unlock`.
+// reservation (invariant). The data (`ResvLocked`, the same object) is only
+// changed through `&ResvLocked` with the lock held (lock-free readers use
+// RCU, as C's rules allow). `unlock` is `dma_resv_unlock`.
 unsafe impl Lockable for Resv {
     type Data = ResvLocked;
 
@@ -198,10 +199,13 @@ unsafe impl Lockable for Resv {
 pub struct ResvLocked(Opaque<bindings::dma_resv>);
 
 impl ResvLocked {
-    /// Makes room for `n` more fences, to be added with the returned slots
-    /// (which cannot fail). The slots last until the reservation is
+    /// Makes room for `n` more fences (`n` > 0, else `EINVAL`), to be added
+    /// through the returned slots. The room lasts until the reservation is
     /// unlocked.
     pub fn reserve_fences(&self, n: u32) -> Result<FenceSlots<'_>> {
+        if n == 0 {
+            return Err(EINVAL);
+        }
         // SAFETY: Locked by this task (invariant).
         to_result(unsafe { bindings::dma_resv_reserve_fences(self.0.get(), n) })?;
         Ok(FenceSlots {
@@ -210,9 +214,11 @@ impl ResvLocked {
         })
     }
 
-    /// Calls `f` on every fence of `usage` or stronger, in the order the
-    /// reservation keeps them.
-    pub fn for_each_fence(&self, usage: Usage, mut f: impl FnMut(&Fence)) {
+    /// The fences of `usage` or stronger, each with a reference, in the
+    /// order the reservation keeps them (a snapshot: the reservation may be
+    /// changed while the caller looks at it).
+    pub fn fences(&self, usage: Usage) -> Result<KVec<ARef<Fence>>> {
+        let mut out = KVec::new();
         let mut cursor = bindings::dma_resv_iter {
             obj: self.0.get(),
             usage: usage as u32,
@@ -224,19 +230,26 @@ impl ResvLocked {
             is_restarted: false,
         };
         // SAFETY: Locked by this task (invariant), as the locked iterator
-        // requires; `cursor` is set up as `dma_resv_iter_begin` does.
+        // requires; `cursor` is set up as `dma_resv_iter_begin` does. Nothing
+        // else runs while we walk (no callback), so the list stays put.
         let mut fence = unsafe { bindings::dma_resv_iter_first(&mut cursor) };
         while !fence.is_null() {
             // SAFETY: The reservation holds a reference on each of its
-            // fences, and keeps them while locked.
-            f(unsafe { Fence::from_raw(fence) });
+            // fences while locked; `ARef::from` takes one of our own.
+            out.push(ARef::from(unsafe { Fence::from_raw(fence) }), GFP_KERNEL)?;
             // SAFETY: As above; the cursor came from `dma_resv_iter_first`.
             fence = unsafe { bindings::dma_resv_iter_next(&mut cursor) };
         }
+        Ok(out)
     }
 }
 
 /// Fence slots reserved on a locked reservation.
+///
+/// # Invariants
+///
+/// `resv` is locked by this task for `'a`; `left` of the slots reserved
+/// through it are unused.
 pub struct FenceSlots<'a> {
     resv: &'a ResvLocked,
     left: u32,
@@ -244,16 +257,26 @@ pub struct FenceSlots<'a> {
 
 impl FenceSlots<'_> {
     /// Adds `fence` (the reservation takes a reference) for `usage`,
-    /// replacing an older fence of the same context. `ENOSPC` once the
-    /// reserved slots are used up.
+    /// replacing an older fence of the same context. `ENOSPC` once these
+    /// slots are used up. `fence` must be a plain fence, not a container
+    /// (`dma_fence_array`, `dma_fence_chain`): C warns about those.
+    ///
+    /// Does not allocate when these slots are the only ones in use: it asks
+    /// C for one free slot first, which only allocates (and may then fail
+    /// with `ENOMEM`) if other `FenceSlots` of the same lock hold used more
+    /// than their reservation, which would otherwise be a `BUG()` in C.
     pub fn add(&mut self, fence: &Fence, usage: Usage) -> Result {
         if self.left == 0 {
             return Err(ENOSPC);
         }
+        let resv = self.resv.0.get();
+        // SAFETY: Locked by this task (invariant of `ResvLocked`). With a
+        // free slot reserved this returns at once.
+        to_result(unsafe { bindings::dma_resv_reserve_fences(resv, 1) })?;
         self.left -= 1;
-        // SAFETY: Locked by this task (invariant of `ResvLocked`), with a
-        // slot reserved for this fence; `fence` is live.
-        unsafe { bindings::dma_resv_add_fence(self.resv.0.get(), fence.as_raw(), usage as u32) };
+        // SAFETY: Locked by this task, with a free slot (just checked);
+        // `fence` is live.
+        unsafe { bindings::dma_resv_add_fence(resv, fence.as_raw(), usage as u32) };
         Ok(())
     }
 
@@ -299,7 +322,9 @@ impl core::ops::Deref for OwnedResv {
 impl PinnedDrop for OwnedResv {
     fn drop(self: Pin<&mut Self>) {
         // SAFETY: Initialised in `new`; nobody borrows it any more (we have
-        // `&mut`), so it is unlocked and unused.
+        // `&mut`). (A guard forgotten with `mem::forget` leaves it locked;
+        // `dma_resv_fini` only frees its fences and lock debug state, and the
+        // memory is freed after this, so nothing waits on it.)
         unsafe { bindings::dma_resv_fini(self.resv.as_raw()) };
     }
 }

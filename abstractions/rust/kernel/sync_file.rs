@@ -27,7 +27,7 @@
 //!     const TIMELINE: &'static CStr = c_str!("ring0");
 //! }
 //!
-//! let contexts = FenceContexts::<Names>::new(1);
+//! let contexts = FenceContexts::<Names>::new(1)?;
 //! let fence = FenceAllocation::new(GFP_KERNEL)?.init(contexts.context(0).ok_or(EINVAL)?, 1);
 //! let file = SyncFile::new(fence.fence())?;
 //! assert!(core::ptr::eq(file.fence(), fence.fence()));

@@ -271,7 +271,7 @@ fn fence_lock_in_signalling_path_held_while_waiting() -> Result {
     {
         use kernel::dma_fence::{FenceAllocation, FenceContexts, SignallingSection};
         let l = KBox::pin_init(new_mutex!(0u32, "SPLAT_F"), GFP_KERNEL)?;
-        let contexts = FenceContexts::<SplatFences>::new(1);
+        let contexts = FenceContexts::<SplatFences>::new(1)?;
         let fence = FenceAllocation::new(GFP_KERNEL)?.init(contexts.context(0).ok_or(EINVAL)?, 1);
         {
             let g = l.lock();

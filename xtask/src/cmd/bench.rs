@@ -19,12 +19,22 @@ pub struct BenchLine {
     pub c_ns: f64,
 }
 
-/// Reads `ww_bench: <case> rust_ns=<n> c_ns=<n>` lines from a serial log.
-pub fn parse_bench(log: &str) -> Vec<BenchLine> {
+/// The Rust-against-C benchmark modules: the prefix of their lines, what
+/// their table calls a case, and the line that ends their run.
+const RUST_VS_C: &[(&str, &str)] = &[
+    ("ww_bench", "ww_mutex case"),
+    ("fence_bench", "dma_fence/dma_resv case"),
+];
+
+/// Reads `<prefix>: <case> rust_ns=<n> c_ns=<n>` lines from a serial log.
+pub fn parse_bench(log: &str, prefix: &str) -> Vec<BenchLine> {
+    let marker = format!("{prefix}: ");
     let mut out = Vec::new();
     for line in log.lines() {
         let l = crate::ktap::strip_timestamp(line);
-        let Some(rest) = l.split("ww_bench: ").nth(1) else {
+        // The last occurrence: the module name before it may end with the
+        // prefix too (`rust_dma_fence_bench: fence_bench: ...`).
+        let Some(rest) = l.rfind(marker.as_str()).map(|i| &l[i + marker.len()..]) else {
             continue;
         };
         let mut words = rest.split_whitespace();
@@ -95,7 +105,11 @@ fn bench_boot_ok(
 pub const ARC_OFF_VARIANT: &str = "arc-lockdep-off";
 
 /// The modules a benchmark boot loads (after the driver, if any).
-const BENCH_MODULES: &[&str] = &["rust_ww_mutex_bench", "rust_arc_lockdep_bench"];
+const BENCH_MODULES: &[&str] = &[
+    "rust_ww_mutex_bench",
+    "rust_dma_fence_bench",
+    "rust_arc_lockdep_bench",
+];
 
 /// What the Arc lockdep integration adds to one case, against the floor
 /// (the cost of one lockdep-tracked acquire and release in the same state).
@@ -165,9 +179,11 @@ pub fn run(
                 boot_args.timeout,
             ),
         )?;
-        let lines = parse_bench(&out.log);
         let arc_on = parse_arc_bench(&out.log);
-        failed |= !bench_boot_ok(arch, &out, &steps, "ww_bench: done", !lines.is_empty());
+        for (prefix, _) in RUST_VS_C {
+            let found = !parse_bench(&out.log, prefix).is_empty();
+            failed |= !bench_boot_ok(arch, &out, &steps, &format!("{prefix}: done"), found);
+        }
         failed |= !bench_boot_ok(arch, &out, &steps, "arc_bench: done", !arc_on.is_empty());
 
         // The option-off kernel is built without DRM: no driver there.
@@ -205,29 +221,32 @@ pub fn run(
             clock(&out_off)
         );
 
-        let lines_off = parse_bench(&out_off.log);
-        for (kernel, lines) in [("", &lines), (" (arc-lockdep-off kernel)", &lines_off)] {
-            println!(
-                "\n{arch}{kernel} (TCG, debug config: PROVE_LOCKING, DEBUG_WW_MUTEX_SLOWPATH)"
-            );
-            println!(
-                "{:<26} {:>12} {:>12} {:>8}",
-                "ww_mutex case", "rust ns/op", "c ns/op", "ratio"
-            );
-            for l in lines.iter() {
-                let ratio = if l.c_ns > 0.0 {
-                    l.rust_ns / l.c_ns
-                } else {
-                    f64::NAN
-                };
+        for (kernel, log) in [("", &out.log), (" (arc-lockdep-off kernel)", &out_off.log)] {
+            for (prefix, title) in RUST_VS_C {
+                let lines = parse_bench(log, prefix);
                 println!(
-                    "{:<26} {:>12.0} {:>12.0} {:>8.3}",
-                    l.case, l.rust_ns, l.c_ns, ratio
+                "\n{arch}{kernel} (TCG, debug config: PROVE_LOCKING, DEBUG_WW_MUTEX_SLOWPATH{})",
+                if arch == "x86_64" { ", KASAN" } else { "" }
+            );
+                println!(
+                    "{:<26} {:>12} {:>12} {:>8}",
+                    title, "rust ns/op", "c ns/op", "ratio"
                 );
-                records.push(serde_json::json!({
+                for l in lines.iter() {
+                    let ratio = if l.c_ns > 0.0 {
+                        l.rust_ns / l.c_ns
+                    } else {
+                        f64::NAN
+                    };
+                    println!(
+                        "{:<26} {:>12.0} {:>12.0} {:>8.3}",
+                        l.case, l.rust_ns, l.c_ns, ratio
+                    );
+                    records.push(serde_json::json!({
                     "arch": arch, "clocksource": clock(&out), "kernel": if kernel.is_empty() { "test" } else { ARC_OFF_VARIANT },
-                    "bench": "ww_mutex", "case": l.case, "rust_ns": l.rust_ns, "c_ns": l.c_ns, "ratio": ratio,
+                    "bench": prefix, "case": l.case, "rust_ns": l.rust_ns, "c_ns": l.c_ns, "ratio": ratio,
                 }));
+                }
             }
         }
         println!(
@@ -311,8 +330,9 @@ mod tests {
     fn bench_lines_are_parsed() {
         let log = "[ 3.1] rust_ww_mutex_bench: ww_bench: lock_unlock rust_ns=812 c_ns=790\n\
                    [ 3.2] ww_bench: lock_all_16 rust_ns=9000 c_ns=8800\n\
-                   [ 3.3] ww_bench: broken rust_ns=x\n";
-        let v = parse_bench(log);
+                   [ 3.3] ww_bench: broken rust_ns=x\n\
+                   [ 3.4] rust_dma_fence_bench: fence_bench: fence_signal rust_ns=300 c_ns=290\n";
+        let v = parse_bench(log, "ww_bench");
         assert_eq!(v.len(), 2);
         assert_eq!(
             v[0],
@@ -323,5 +343,8 @@ mod tests {
             }
         );
         assert_eq!(v[1].case, "lock_all_16");
+        let f = parse_bench(log, "fence_bench");
+        assert_eq!(f.len(), 1);
+        assert_eq!((f[0].rust_ns, f[0].c_ns), (300.0, 290.0));
     }
 }

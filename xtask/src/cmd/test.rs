@@ -594,6 +594,7 @@ mod tests {
             render: None,
             screenshot: None,
             error: None,
+            error_source: None,
             duration: Duration::ZERO,
         }
     }

@@ -61,10 +61,13 @@ impl<N: FenceNames> Ops<N> {
 /// A block of fence contexts (`dma_fence_context_alloc`): one per ring.
 ///
 /// Contexts are numbers and are never freed. The fences use `N`'s names
-/// and an operation table in the module that made them: before that module
-/// unloads, all its fences must be signalled (dropping a [`DriverFence`]
-/// does it) and an RCU grace period must pass (readers of a fence's names
-/// hold the RCU read lock), which dropping this value waits for.
+/// and an operation table in the module that made them, which a signalled
+/// fence no longer points to (it has no `release` or `wait` operation, so
+/// the core clears `ops`). So before a module unloads, every fence it made
+/// must be signalled: dropping a [`DriverFence`] does it; leaking one (with
+/// `mem::forget`) leaves a fence pointing into the unloaded module. The RCU
+/// grace period that readers of a fence's names need passes in the module
+/// loader, after the module's exit.
 pub struct FenceContexts<N: FenceNames> {
     base: u64,
     count: u32,
@@ -72,15 +75,18 @@ pub struct FenceContexts<N: FenceNames> {
 }
 
 impl<N: FenceNames> FenceContexts<N> {
-    /// Allocates `count` consecutive contexts.
-    pub fn new(count: u32) -> Self {
+    /// Allocates `count` consecutive contexts (`EINVAL` for none).
+    pub fn new(count: u32) -> Result<Self> {
+        if count == 0 {
+            return Err(EINVAL);
+        }
         // SAFETY: No requirement; atomic counter in the core.
         let base = unsafe { bindings::dma_fence_context_alloc(count) };
-        Self {
+        Ok(Self {
             base,
             count,
             _names: PhantomData,
-        }
+        })
     }
 
     /// The context of ring `ring` (`None` past the last).
@@ -89,15 +95,6 @@ impl<N: FenceNames> FenceContexts<N> {
             id: self.base + u64::from(ring),
             _names: PhantomData,
         })
-    }
-}
-
-impl<N: FenceNames> Drop for FenceContexts<N> {
-    fn drop(&mut self) {
-        // Readers of the names of fences signalled just now may still be in
-        // an RCU read-side section (see the type's documentation).
-        // SAFETY: Process context (documented); waits for a grace period.
-        unsafe { bindings::synchronize_rcu() };
     }
 }
 
@@ -127,6 +124,10 @@ impl<N> FenceContext<N> {
 /// block through that pointer), then the link a [`Timeline`] threads its
 /// pending fences on, so that queueing a fence allocates nothing.
 ///
+/// # Invariants
+///
+/// Allocated with `kmalloc` by [`FenceAllocation`]; `fence` is at offset 0.
+///
 /// [`Timeline`]: super::Timeline
 #[repr(C)]
 pub(super) struct FenceMem {
@@ -138,10 +139,19 @@ pub(super) struct FenceMem {
 
 /// Memory for one fence, allocated ahead so that making the fence cannot
 /// fail.
+///
+/// # Invariants
+///
+/// `mem` comes from `kmalloc` (a `KBox`), so `dma_fence_free` can free it
+/// through a pointer to its first field, the `dma_fence`.
 pub struct FenceAllocation<N: FenceNames> {
     mem: KBox<core::mem::MaybeUninit<FenceMem>>,
     _names: PhantomData<N>,
 }
+
+// SAFETY: Uninitialised memory owned by the value; its raw `next` pointer
+// is not used before the fence is made.
+unsafe impl<N: FenceNames> Send for FenceAllocation<N> {}
 
 impl<N: FenceNames> FenceAllocation<N> {
     /// Allocates the memory of a fence.

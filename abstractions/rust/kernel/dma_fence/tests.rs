@@ -47,7 +47,7 @@ mod suite {
 
     #[test]
     fn signal_completes_once_with_success() -> Result {
-        let c = Contexts::new(1);
+        let c = Contexts::new(1)?;
         let f = fence(&c, 0, 5)?;
         let shared = f.shared();
         assert_eq!(shared.context(), c.context(0).ok_or(EINVAL)?.id());
@@ -64,7 +64,7 @@ mod suite {
 
     #[test]
     fn signal_error_is_the_status() -> Result {
-        let c = Contexts::new(1);
+        let c = Contexts::new(1)?;
         let f = fence(&c, 0, 1)?;
         let shared = f.shared();
         f.signal_error(ETIME);
@@ -76,7 +76,7 @@ mod suite {
     /// waiting: it signals `-ECANCELED` (and prints a warning).
     #[test]
     fn dropped_unsignalled_fence_is_cancelled() -> Result {
-        let c = Contexts::new(1);
+        let c = Contexts::new(1)?;
         let f = fence(&c, 0, 1)?;
         let shared = f.shared();
         drop(f);
@@ -102,7 +102,7 @@ mod suite {
     /// thread; one registered after gets its payload back.
     #[test]
     fn callback_runs_or_gives_the_payload_back() -> Result {
-        let c = Contexts::new(1);
+        let c = Contexts::new(1)?;
         let f = fence(&c, 0, 3)?;
         let calls = Arc::new(Atomic::new(0u32), GFP_KERNEL)?;
         let cb = |calls: &Arc<Atomic<u32>>| {
@@ -131,7 +131,7 @@ mod suite {
     /// when another thread signals.
     #[test]
     fn timed_wait_times_out_and_wait_returns() -> Result {
-        let c = Contexts::new(1);
+        let c = Contexts::new(1)?;
         let f = fence(&c, 0, 1)?;
         let shared = f.shared();
         assert!(!shared.wait_timeout(false, Delta::from_millis(20))?);
@@ -150,7 +150,7 @@ mod suite {
     /// uninterruptible ones are not disturbed.
     #[test]
     fn interruptible_wait_is_interrupted() -> Result {
-        let c = Contexts::new(1);
+        let c = Contexts::new(1)?;
         let f = fence(&c, 0, 1)?;
         let shared = f.shared();
         let (plain, timed, uninterruptible) = with_pending_signal(|| {
@@ -174,7 +174,7 @@ mod suite {
     /// is left when it goes.
     #[test]
     fn timeline_signals_in_order() -> Result {
-        let c = Contexts::new(1);
+        let c = Contexts::new(1)?;
         let t = KBox::pin_init(Timeline::<Names>::new(), GFP_KERNEL)?;
         let mut shared: KVec<ARef<Fence>> = KVec::new();
         for seqno in [2, 4, 6, 8] {
@@ -235,7 +235,7 @@ mod suite {
     #[test]
     fn signal_in_hard_irq_races_callbacks() -> Result {
         const FENCES: u64 = 64;
-        let c = Contexts::new(1);
+        let c = Contexts::new(1)?;
         let work = Arc::pin_init(
             IrqWork::new(pin_init!(Irq {
                 queue <- crate::new_spinlock_irq!(0, "test_queue"),
@@ -286,7 +286,7 @@ mod suite {
     /// the counts right.
     #[test]
     fn merged_fences_unwrap_and_signal_together() -> Result {
-        let c = Contexts::new(2);
+        let c = Contexts::new(2)?;
         let a = fence(&c, 0, 1)?;
         let b = fence(&c, 1, 2)?;
         let merged = merge(&[a.shared(), b.shared()])?;
@@ -309,7 +309,7 @@ mod suite {
         // A plain fence unwraps to itself.
         let d = fence(&c, 0, 3)?;
         let mut it = Unwrap::new(d.fence());
-        assert!(it.next().is_some_and(|f| core::ptr::eq(f, d.fence())));
+        assert!(it.next().is_some_and(|f| core::ptr::eq(&*f, d.fence())));
         assert!(it.next().is_none());
         drop(it);
         d.signal();
@@ -319,7 +319,7 @@ mod suite {
     /// A `sync_file` holds its own reference on the fence.
     #[test]
     fn sync_file_holds_the_fence() -> Result {
-        let c = Contexts::new(1);
+        let c = Contexts::new(1)?;
         let f = fence(&c, 0, 1)?;
         let before = refs(f.fence());
         let file = SyncFile::new(f.fence())?;

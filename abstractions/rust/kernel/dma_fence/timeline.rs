@@ -30,14 +30,18 @@ use core::ptr::{null_mut, NonNull};
 ///
 /// # Invariants
 ///
-/// `head` .. `tail`, linked through `FenceMem::next`, are fences given up by
-/// `DriverFence`s of the timeline's names (`into_raw`), owned by the list
-/// until taken back; both are null when the list is empty. Seqnos grow from
-/// `head` on, and `last` is the largest ever pushed.
+/// `head` .. `tail`, linked through `FenceMem::next`, are the `len` fences
+/// given up by `DriverFence`s of the timeline's names (`into_raw`), owned by
+/// the list until taken back; both are null when the list is empty. They
+/// are all of `context`; seqnos grow from `head` on, and `last` is the
+/// largest ever pushed.
 struct Pending {
     head: *mut FenceMem,
     tail: *mut FenceMem,
     last: Option<u64>,
+    /// The context of the fences (set by the first push).
+    context: Option<u64>,
+    /// How many fences the list holds.
     len: usize,
 }
 
@@ -61,7 +65,7 @@ unsafe impl Send for Pending {}
 ///     const TIMELINE: &'static CStr = c_str!("ring0");
 /// }
 ///
-/// let contexts = FenceContexts::<Names>::new(1);
+/// let contexts = FenceContexts::<Names>::new(1)?;
 /// let ctx = contexts.context(0).ok_or(EINVAL)?;
 /// let timeline = KBox::pin_init(Timeline::<Names>::new(), GFP_KERNEL)?;
 /// let mut shared = KVec::new();
@@ -96,14 +100,15 @@ impl<N: FenceNames> Timeline<N> {
                 head: null_mut(),
                 tail: null_mut(),
                 last: None,
+                context: None,
                 len: 0,
             }),
             _names: core::marker::PhantomData,
         })
     }
 
-    /// Adds a pending fence. Its seqno must be above every seqno pushed
-    /// before, or the fence comes back. Never allocates.
+    /// Adds a pending fence. It must be of the context of the fences pushed
+    /// before and its seqno above theirs, or it comes back. Never allocates.
     pub fn push(&self, fence: DriverFence<N>) -> Result<(), DriverFence<N>> {
         let mut p = self.pending.lock();
         Self::push_locked(&mut p, fence)
@@ -123,10 +128,11 @@ impl<N: FenceNames> Timeline<N> {
         p: &mut Guard<'_, Pending, B>,
         fence: DriverFence<N>,
     ) -> Result<(), DriverFence<N>> {
-        let seqno = fence.seqno();
-        if p.last.is_some_and(|l| seqno <= l) {
+        let (seqno, context) = (fence.seqno(), fence.fence().context());
+        if p.last.is_some_and(|l| seqno <= l) || p.context.is_some_and(|c| c != context) {
             return Err(fence);
         }
+        p.context = Some(context);
         let mem = fence.into_raw().as_ptr();
         // SAFETY: `mem` is the fence's memory, now owned by the list; only
         // the list, under the lock we hold, uses `next`.
@@ -157,6 +163,9 @@ impl<N: FenceNames> Timeline<N> {
     /// Signals every pending fence with a seqno up to `seqno`, oldest
     /// first; returns how many. Takes the lock with interrupts saved.
     pub fn signal_until(&self, seqno: u64) -> usize {
+        // Begun before the lock: in atomic context the annotation does
+        // nothing (the might-sleep checks cover it there).
+        let _section = SignallingSection::begin();
         let mut p = self.pending.lock();
         Self::signal_locked(&mut p, seqno, None)
     }
@@ -170,6 +179,7 @@ impl<N: FenceNames> Timeline<N> {
 
     /// Signals every pending fence with `error` (a device reset, say).
     pub fn cancel_all(&self, error: Error) -> usize {
+        let _section = SignallingSection::begin();
         let mut p = self.pending.lock();
         Self::signal_locked(&mut p, u64::MAX, Some(error))
     }
@@ -179,7 +189,6 @@ impl<N: FenceNames> Timeline<N> {
         seqno: u64,
         error: Option<Error>,
     ) -> usize {
-        let _section = SignallingSection::begin();
         let mut n = 0;
         while let Some(head) = NonNull::new(p.head) {
             // SAFETY: `head` is a fence of the list (invariant), alive since

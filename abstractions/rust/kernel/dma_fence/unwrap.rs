@@ -36,7 +36,7 @@ use core::{marker::PhantomData, ptr::NonNull};
 ///     const TIMELINE: &'static CStr = c_str!("ring");
 /// }
 ///
-/// let contexts = FenceContexts::<Names>::new(2);
+/// let contexts = FenceContexts::<Names>::new(2)?;
 /// let a = FenceAllocation::new(GFP_KERNEL)?.init(contexts.context(0).ok_or(EINVAL)?, 1);
 /// let b = FenceAllocation::new(GFP_KERNEL)?.init(contexts.context(1).ok_or(EINVAL)?, 7);
 /// let merged = merge(&[a.shared(), b.shared()])?;
@@ -79,10 +79,9 @@ pub fn merge(fences: &[ARef<Fence>]) -> Result<ARef<Fence>> {
     Ok(unsafe { Fence::from_raw_owned(merged) })
 }
 
-/// The plain fences inside a (possibly merged) fence, in container order.
-/// A plain fence yields itself.
-///
-/// The fences are borrowed from `head`, which holds them.
+/// The plain fences inside a (possibly merged) fence, in container order,
+/// each with a reference of its own (a chain may drop signalled links, and
+/// their fences, while the walk goes on). A plain fence yields itself.
 ///
 /// # Invariants
 ///
@@ -107,10 +106,10 @@ impl<'a> Unwrap<'a> {
     }
 }
 
-impl<'a> Iterator for Unwrap<'a> {
-    type Item = &'a Fence;
+impl Iterator for Unwrap<'_> {
+    type Item = ARef<Fence>;
 
-    fn next(&mut self) -> Option<&'a Fence> {
+    fn next(&mut self) -> Option<ARef<Fence>> {
         let f = if self.started {
             // SAFETY: The cursor was set up by `dma_fence_unwrap_first` on
             // `head`, which we borrow.
@@ -120,9 +119,10 @@ impl<'a> Iterator for Unwrap<'a> {
             // SAFETY: `head` is a live fence; the cursor is ours to write.
             unsafe { bindings::dma_fence_unwrap_first(self.head.as_raw(), self.cursor.get()) }
         };
-        // SAFETY: The fences inside `head` are held by `head` (a container
-        // holds references on its fences) for as long as `head` lives.
-        NonNull::new(f).map(|f| unsafe { Fence::from_raw(f.as_ptr()) })
+        // SAFETY: The cursor holds a reference on the chain link (or head)
+        // that contains `f`, so `f` is alive now; `ARef::from` takes a
+        // reference of our own before the cursor moves on.
+        NonNull::new(f).map(|f| ARef::from(unsafe { Fence::from_raw(f.as_ptr()) }))
     }
 }
 

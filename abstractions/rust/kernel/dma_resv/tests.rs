@@ -127,13 +127,14 @@ mod suite {
         for _ in 0..RESVS {
             resvs.push(KBox::pin_init(OwnedResv::new(), GFP_KERNEL)?, GFP_KERNEL)?;
         }
+        let contexts = FenceContexts::new(THREADS as u32)?;
         let world = Arc::pin_init(
             pin_init!(World {
                 resvs,
                 last <- crate::new_mutex!([[0; RESVS]; THREADS]),
                 backoffs: Atomic::new(0),
                 retried: Atomic::new(0),
-                contexts: FenceContexts::new(THREADS as u32),
+                contexts,
             }),
             GFP_KERNEL,
         )?;
@@ -158,9 +159,12 @@ mod suite {
         }
         assert_eq!(fences.len(), THREADS);
         // The injection must have made some job back off, or the stamp
-        // check above checked nothing.
-        assert!(world.backoffs.load(Relaxed) > 0);
-        assert!(world.retried.load(Relaxed) > 0);
+        // check above checked nothing (without the injection, three threads
+        // may well never collide).
+        if cfg!(CONFIG_DEBUG_WW_MUTEX_SLOWPATH) {
+            assert!(world.backoffs.load(Relaxed) > 0);
+            assert!(world.retried.load(Relaxed) > 0);
+        }
         let contexts: KVec<u64> = {
             let mut v = KVec::new();
             for t in 0..THREADS {
@@ -175,16 +179,19 @@ mod suite {
         for (i, resv) in world.resvs.iter().enumerate() {
             let mut found = [0u64; THREADS];
             let g = resv.lock_interruptible()?;
-            g.for_each_fence(Usage::Bookkeep, |f| {
+            for f in g.fences(Usage::Bookkeep)?.iter() {
                 if let Some(t) = contexts.iter().position(|c| *c == f.context()) {
                     found[t] = f.seqno();
                 }
-            });
+            }
             drop(g);
             for t in 0..THREADS {
                 assert_eq!(found[t], last[t][i]);
             }
-            assert!(!resv.test_signaled(Usage::Write) || last.iter().all(|l| l[i] == 0));
+            assert_eq!(
+                resv.test_signaled(Usage::Write),
+                last.iter().all(|l| l[i] == 0)
+            );
         }
         // Signalling every fence releases every reservation.
         let mut shared: KVec<ARef<crate::dma_fence::Fence>> = KVec::new();
@@ -210,7 +217,7 @@ mod suite {
     #[test]
     fn single_object_lock_and_slots() -> Result {
         let resv = KBox::pin_init(OwnedResv::new(), GFP_KERNEL)?;
-        let contexts = FenceContexts::<Names>::new(1);
+        let contexts = FenceContexts::<Names>::new(1)?;
         let ctx = contexts.context(0).ok_or(EINVAL)?;
         let a = FenceAllocation::new(GFP_KERNEL)?.init(ctx, 1);
         let b = FenceAllocation::new(GFP_KERNEL)?.init(ctx, 2);

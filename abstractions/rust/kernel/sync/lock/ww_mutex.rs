@@ -315,9 +315,10 @@ impl<T: ?Sized> Mutex<'_, T> {
 ///
 /// # Examples
 ///
-/// Here the "C" mutex is the one inside a Rust [`Mutex`]; a driver would pass
-/// a pointer into a C object, such as a `dma_resv`'s `lock`, with
-/// [`Class::reservation`].
+/// Here the "C" mutex is the one inside a Rust [`Mutex`]. A C object whose
+/// unlock does more than `ww_mutex_unlock` needs its own [`Lockable`] type
+/// instead: a `dma_resv` is [`Resv`](crate::dma_resv::Resv), which unlocks
+/// with `dma_resv_unlock`.
 ///
 /// ```
 /// use kernel::{define_ww_class, prelude::*};

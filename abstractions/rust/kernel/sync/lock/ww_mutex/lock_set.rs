@@ -87,14 +87,15 @@ use core::ptr::NonNull;
 /// - `locked` lists exactly the mutexes locked in `ctx` (each once), each
 ///   with the [`Lockable::unlock`] of the type it was locked through; they
 ///   outlive `'a`. It is empty between transactions.
-/// - `contended_unlock` is the unlock function of the type of the mutex
-///   that last returned [`EDEADLK`] in `lock`.
+/// - `contended`, when set, is the mutex for which C last returned
+///   [`EDEADLK`] in `lock`, with the unlock function of the type it was
+///   locked through.
 pub struct LockSet<'a> {
     class: &'a Class,
     ctx: Option<AcquireCtx<'a>>,
     memory: Option<CtxMemory>,
     locked: KVec<(NonNull<bindings::ww_mutex>, Unlock)>,
-    contended_unlock: Option<Unlock>,
+    contended: Option<(NonNull<bindings::ww_mutex>, Unlock)>,
     interruptible: bool,
     backoffs: u32,
 }
@@ -150,7 +151,7 @@ impl<'a> LockSet<'a> {
             ctx: None,
             memory: Some(CtxMemory::new()?),
             locked: KVec::with_capacity(n, GFP_KERNEL)?,
-            contended_unlock: None,
+            contended: None,
             interruptible: false,
             backoffs: 0,
         })
@@ -315,7 +316,11 @@ impl<'a> LockSet<'a> {
     /// Releases everything and sleeps until the contended mutex is ours.
     fn back_off(&mut self) -> Result {
         let contended = self.ctx()?.contended().ok_or(EINVAL)?;
-        let unlock = self.contended_unlock.ok_or(EINVAL)?;
+        // The unlock recorded with it, for this very mutex.
+        let unlock = match self.contended.take() {
+            Some((m, unlock)) if m == contended => unlock,
+            _ => return Err(EINVAL),
+        };
         self.backoffs += 1;
         self.unlock_all();
         let kind = if self.interruptible {
@@ -388,9 +393,14 @@ impl<'a> LockSet<'a> {
             }
             Err(e) if e == EALREADY => Ok(()),
             Err(e) => {
-                if e == EDEADLK {
-                    // INVARIANT: `m` is the contended mutex now.
-                    self.contended_unlock = Some(L::unlock as Unlock);
+                // Only an `EDEADLK` from C makes `m` the contended mutex (the
+                // context refuses further locks with `EDEADLK` too, without
+                // asking C).
+                if let Some(raw) = NonNull::new(m.as_raw()) {
+                    if e == EDEADLK && self.ctx()?.contended() == Some(raw) {
+                        // INVARIANT: `m` is the mutex C refused.
+                        self.contended = Some((raw, L::unlock as Unlock));
+                    }
                 }
                 Err(e)
             }

@@ -123,6 +123,11 @@ impl Resv {
         self.0.get()
     }
 
+    /// Whether the reservation is locked (by anyone).
+    pub fn is_locked(&self) -> bool {
+        crate::sync::lock::ww_mutex::is_locked(self)
+    }
+
     /// Locks the reservation alone (no acquire context; not while this task
     /// has a context of the reservation class open).
     pub fn lock(&self) -> MutexGuard<'_, Resv> {

@@ -224,10 +224,11 @@ pub fn run(
         for (kernel, log) in [("", &out.log), (" (arc-lockdep-off kernel)", &out_off.log)] {
             for (prefix, title) in RUST_VS_C {
                 let lines = parse_bench(log, prefix);
+                let kasan = if arch == "x86_64" { ", KASAN" } else { "" };
                 println!(
-                "\n{arch}{kernel} (TCG, debug config: PROVE_LOCKING, DEBUG_WW_MUTEX_SLOWPATH{})",
-                if arch == "x86_64" { ", KASAN" } else { "" }
-            );
+                    "\n{arch}{kernel} (TCG, debug config: PROVE_LOCKING, \
+                     DEBUG_WW_MUTEX_SLOWPATH{kasan})"
+                );
                 println!(
                     "{:<26} {:>12} {:>12} {:>8}",
                     title, "rust ns/op", "c ns/op", "ratio"

@@ -15,7 +15,7 @@
 
 use super::Fence;
 use crate::{bindings, prelude::*, sync::aref::ARef, types::Opaque};
-use core::{marker::PhantomData, ptr::NonNull};
+use core::ptr::NonNull;
 
 /// Merges `fences` into one fence that signals when all have. With one
 /// fence left after dropping signalled and superseded ones, that fence is
@@ -91,7 +91,6 @@ pub struct Unwrap<'a> {
     head: &'a Fence,
     cursor: Opaque<bindings::dma_fence_unwrap>,
     started: bool,
-    _head: PhantomData<&'a Fence>,
 }
 
 impl<'a> Unwrap<'a> {
@@ -101,7 +100,6 @@ impl<'a> Unwrap<'a> {
             head,
             cursor: Opaque::uninit(),
             started: false,
-            _head: PhantomData,
         }
     }
 }

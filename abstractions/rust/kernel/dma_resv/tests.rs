@@ -15,7 +15,7 @@ mod suite {
         sync::aref::ARef,
         sync::{
             atomic::{Atomic, Relaxed},
-            lock::ww_mutex::{Class, LockSet, Lockable},
+            lock::ww_mutex::{Class, LockSet},
             Arc, Mutex,
         },
         test_support::spawn,
@@ -223,13 +223,13 @@ mod suite {
         let b = FenceAllocation::new(GFP_KERNEL)?.init(ctx, 2);
         {
             let g = resv.lock_interruptible()?;
-            assert!(resv.is_locked_for_test());
+            assert!(resv.is_locked());
             let mut slots = g.reserve_fences(1)?;
             slots.add(a.fence(), Usage::Read)?;
             assert_eq!(slots.add(b.fence(), Usage::Read), Err(ENOSPC));
             assert_eq!(slots.left(), 0);
         }
-        assert!(!resv.is_locked_for_test());
+        assert!(!resv.is_locked());
         assert!(!resv.test_signaled(Usage::Read));
         assert!(resv.test_signaled(Usage::Write));
         assert!(!resv.wait_timeout(Usage::Read, true, Delta::from_millis(10))?);
@@ -237,12 +237,5 @@ mod suite {
         assert!(resv.test_signaled(Usage::Read));
         b.signal();
         Ok(())
-    }
-
-    impl Resv {
-        fn is_locked_for_test(&self) -> bool {
-            // SAFETY: `as_raw` is an initialised `ww_mutex`.
-            unsafe { crate::bindings::ww_mutex_is_locked(Lockable::as_raw(self)) }
-        }
     }
 }

@@ -454,7 +454,7 @@ unsafe impl Lockable for ForeignMutex<'_> {
     }
 }
 
-fn is_locked<L: Lockable + ?Sized>(l: &L) -> bool {
+pub(crate) fn is_locked<L: Lockable + ?Sized>(l: &L) -> bool {
     // SAFETY: `as_raw` is an initialised `ww_mutex` (invariants of the implementors).
     unsafe { bindings::ww_mutex_is_locked(l.as_raw()) }
 }

@@ -207,6 +207,24 @@ mod suite {
         Ok(())
     }
 
+    /// "Up to a seqno" includes the fence with that seqno.
+    #[test]
+    fn signal_until_includes_that_seqno() -> Result {
+        let c = Contexts::new(1)?;
+        let t = KBox::pin_init(Timeline::<Names>::new(), GFP_KERNEL)?;
+        let mut shared: KVec<ARef<Fence>> = KVec::new();
+        for seqno in [3, 5] {
+            let f = fence(&c, 0, seqno)?;
+            shared.push(f.shared(), GFP_KERNEL)?;
+            t.push(f).map_err(|_| EINVAL)?;
+        }
+        assert_eq!(t.signal_until(3), 1);
+        assert!(shared[0].is_signaled() && !shared[1].is_signaled());
+        assert_eq!(t.signal_until(5), 1);
+        assert!(t.is_empty());
+        Ok(())
+    }
+
     /// What the interrupt handler of the test owns: the queue lock and the
     /// timeline it signals under it.
     #[pin_data]

@@ -14,3 +14,16 @@ pub fn kill_group(pid: u32) {
         unsafe { libc::kill(-pgid, libc::SIGKILL) };
     }
 }
+
+/// Runs `cmd` with `args` and waits for it; an error says what failed.
+pub fn run(cmd: &str, args: &[&str]) -> Result<(), String> {
+    let st = std::process::Command::new(cmd)
+        .args(args)
+        .status()
+        .map_err(|e| format!("cannot run {cmd}: {e}"))?;
+    if st.success() {
+        Ok(())
+    } else {
+        Err(format!("{cmd} {} failed: {st}", args.join(" ")))
+    }
+}

@@ -70,6 +70,13 @@ const LIBDRM: Program = Program {
     rows: &["libdrm"],
 };
 
+/// Loads the Rust driver with the C driver unloaded, checks it binds the
+/// device and gets its display info, then unbinds, binds and reloads it.
+const BIND: Program = Program {
+    name: "virtio-bind",
+    rows: &["virtio_bind"],
+};
+
 /// The `test-runner` list of the `libdrm` suite.
 const LIBDRM_LIST: &str = "\
 # libdrm's tools against the loaded driver, written by cargo xtask test
@@ -326,6 +333,16 @@ impl TestRun<'_> {
             let (step, file) = super::igt::boot_parts(&igt_items, IGT_TEST_TIMEOUT);
             steps.push(step);
             files.push(file);
+        }
+        // Last, as it leaves no driver loaded: the Rust driver's binding
+        // (until it registers a DRM device, it cannot run the programs
+        // above).
+        if self.wants_program(&BIND) {
+            let loaded = render || uapi || wants_libdrm || !igt_items.is_empty();
+            if loaded {
+                steps.push(d.unload());
+            }
+            steps.push(run(&BIND));
         }
         let mut append = String::new();
         if let Some(f) = &self.filter {

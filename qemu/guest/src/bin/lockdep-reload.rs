@@ -11,8 +11,9 @@
 //! `lockdep_reload`, one case per check, the counts as diagnostics); exits
 //! 0 only when every case passed.
 
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 
+use virtgpu_guest::run;
 use virtgpu_protocol::ktap::Suite;
 
 /// The "lock-classes:" figure of /proc/lockdep_stats.
@@ -25,18 +26,6 @@ fn lock_classes() -> Result<u64, String> {
             rest.split_whitespace().next()?.parse().ok()
         })
         .ok_or_else(|| "no lock-classes line in /proc/lockdep_stats".to_string())
-}
-
-fn run(cmd: &str, args: &[&str]) -> Result<(), String> {
-    let st = Command::new(cmd)
-        .args(args)
-        .status()
-        .map_err(|e| format!("cannot run {cmd}: {e}"))?;
-    if st.success() {
-        Ok(())
-    } else {
-        Err(format!("{cmd} {} failed: {st}", args.join(" ")))
-    }
 }
 
 /// The class names in /proc/lockdep (the last field of each class line).

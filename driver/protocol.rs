@@ -1,0 +1,114 @@
+// SPDX-License-Identifier: GPL-2.0-only
+
+//! The virtio-gpu wire protocol: typed commands and responses.
+//!
+//! Owns the byte-level view of what travels on the control and cursor queues, over the uapi
+//! header `include/uapi/linux/virtio_gpu.h` (every field little-endian). Nothing here locks.
+
+use kernel::{
+    prelude::*,
+    transmute::{
+        AsBytes,
+        FromBytes, //
+    },
+    uapi, //
+};
+
+/// `struct virtio_gpu_ctrl_hdr`, the header of every command and response.
+#[repr(transparent)]
+#[derive(Clone, Copy)]
+pub(crate) struct CtrlHdr(uapi::virtio_gpu_ctrl_hdr);
+
+// SAFETY: `virtio_gpu_ctrl_hdr` is made of integers and an explicit padding array: no implicit
+// padding, every bit pattern valid.
+unsafe impl AsBytes for CtrlHdr {}
+// SAFETY: As above.
+unsafe impl FromBytes for CtrlHdr {}
+
+impl CtrlHdr {
+    /// The header of a command of type `ty` (`VIRTIO_GPU_CMD_*`), without fence or context.
+    pub(crate) fn command(ty: u32) -> Self {
+        Self(uapi::virtio_gpu_ctrl_hdr {
+            type_: ty.to_le(),
+            flags: 0,
+            fence_id: 0,
+            ctx_id: 0,
+            ring_idx: 0,
+            padding: [0; 3],
+        })
+    }
+
+    /// The command or response type.
+    pub(crate) fn ty(&self) -> u32 {
+        u32::from_le(self.0.type_)
+    }
+}
+
+/// `VIRTIO_GPU_CMD_GET_DISPLAY_INFO`.
+pub(crate) const CMD_GET_DISPLAY_INFO: u32 =
+    uapi::virtio_gpu_ctrl_type_VIRTIO_GPU_CMD_GET_DISPLAY_INFO;
+/// `VIRTIO_GPU_RESP_OK_DISPLAY_INFO`.
+pub(crate) const RESP_OK_DISPLAY_INFO: u32 =
+    uapi::virtio_gpu_ctrl_type_VIRTIO_GPU_RESP_OK_DISPLAY_INFO;
+
+/// The most scanouts a device reports (`VIRTIO_GPU_MAX_SCANOUTS`).
+pub(crate) const MAX_SCANOUTS: usize = uapi::VIRTIO_GPU_MAX_SCANOUTS as usize;
+
+/// `struct virtio_gpu_resp_display_info`.
+#[repr(transparent)]
+pub(crate) struct RespDisplayInfo(uapi::virtio_gpu_resp_display_info);
+
+// SAFETY: Integers only, laid out without implicit padding; every bit pattern valid.
+unsafe impl AsBytes for RespDisplayInfo {}
+// SAFETY: As above.
+unsafe impl FromBytes for RespDisplayInfo {}
+
+/// One scanout of a display info response, in host byte order.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Scanout {
+    pub(crate) x: u32,
+    pub(crate) y: u32,
+    pub(crate) width: u32,
+    pub(crate) height: u32,
+    pub(crate) enabled: bool,
+}
+
+impl RespDisplayInfo {
+    /// Scanout `i`, for `i < MAX_SCANOUTS`.
+    pub(crate) fn scanout(&self, i: usize) -> Option<Scanout> {
+        let one = self.0.pmodes.get(i)?;
+        Some(Scanout {
+            x: u32::from_le(one.r.x),
+            y: u32::from_le(one.r.y),
+            width: u32::from_le(one.r.width),
+            height: u32::from_le(one.r.height),
+            enabled: u32::from_le(one.enabled) != 0,
+        })
+    }
+}
+
+/// Byte offsets of the fields of `struct virtio_gpu_config`.
+pub(crate) mod config {
+    use core::mem::offset_of;
+    use kernel::uapi::virtio_gpu_config;
+
+    /// `num_scanouts`.
+    pub(crate) const NUM_SCANOUTS: u32 = offset_of!(virtio_gpu_config, num_scanouts) as u32;
+    /// `num_capsets`.
+    pub(crate) const NUM_CAPSETS: u32 = offset_of!(virtio_gpu_config, num_capsets) as u32;
+}
+
+/// Copies `value` into a new vector, as the device-readable part of a command.
+pub(crate) fn encode<T: AsBytes>(value: &T) -> Result<KVec<u8>> {
+    let bytes = value.as_bytes();
+    let mut v = KVec::with_capacity(bytes.len(), GFP_KERNEL)?;
+    v.extend_from_slice(bytes, GFP_KERNEL)?;
+    Ok(v)
+}
+
+/// Reads a `T` from the start of a response; `EPROTO` if the device wrote less.
+pub(crate) fn decode<T: FromBytes>(bytes: &[u8]) -> Result<T> {
+    T::from_bytes_copy_prefix(bytes)
+        .map(|(v, _)| v)
+        .ok_or(EPROTO)
+}

@@ -87,6 +87,56 @@ impl RespDisplayInfo {
     }
 }
 
+/// `VIRTIO_GPU_CMD_GET_CAPSET_INFO`.
+pub(crate) const CMD_GET_CAPSET_INFO: u32 =
+    uapi::virtio_gpu_ctrl_type_VIRTIO_GPU_CMD_GET_CAPSET_INFO;
+/// `VIRTIO_GPU_RESP_OK_CAPSET_INFO`.
+pub(crate) const RESP_OK_CAPSET_INFO: u32 =
+    uapi::virtio_gpu_ctrl_type_VIRTIO_GPU_RESP_OK_CAPSET_INFO;
+
+/// `struct virtio_gpu_get_capset_info`.
+#[repr(transparent)]
+pub(crate) struct GetCapsetInfo(uapi::virtio_gpu_get_capset_info);
+
+// SAFETY: Integers only, laid out without implicit padding (explicit `padding`).
+unsafe impl AsBytes for GetCapsetInfo {}
+
+impl GetCapsetInfo {
+    /// Asks for the host's capset number `index`.
+    pub(crate) fn new(index: u32) -> Self {
+        Self(uapi::virtio_gpu_get_capset_info {
+            hdr: CtrlHdr::command(CMD_GET_CAPSET_INFO).0,
+            capset_index: index.to_le(),
+            padding: 0,
+        })
+    }
+}
+
+/// `struct virtio_gpu_resp_capset_info`.
+#[repr(transparent)]
+pub(crate) struct RespCapsetInfo(uapi::virtio_gpu_resp_capset_info);
+
+// SAFETY: Integers only, laid out without implicit padding; every bit pattern valid.
+unsafe impl FromBytes for RespCapsetInfo {}
+
+/// A capability set the host supports, in host byte order.
+#[derive(Clone, Copy)]
+pub(crate) struct CapsetInfo {
+    pub(crate) id: u32,
+    pub(crate) max_version: u32,
+    pub(crate) max_size: u32,
+}
+
+impl RespCapsetInfo {
+    pub(crate) fn info(&self) -> CapsetInfo {
+        CapsetInfo {
+            id: u32::from_le(self.0.capset_id),
+            max_version: u32::from_le(self.0.capset_max_version),
+            max_size: u32::from_le(self.0.capset_max_size),
+        }
+    }
+}
+
 /// Byte offsets of the fields of `struct virtio_gpu_config`.
 pub(crate) mod config {
     use core::mem::offset_of;
@@ -96,6 +146,8 @@ pub(crate) mod config {
     pub(crate) const NUM_SCANOUTS: u32 = offset_of!(virtio_gpu_config, num_scanouts) as u32;
     /// `num_capsets`.
     pub(crate) const NUM_CAPSETS: u32 = offset_of!(virtio_gpu_config, num_capsets) as u32;
+    /// `blob_alignment`, with `VIRTIO_GPU_F_BLOB_ALIGNMENT`.
+    pub(crate) const BLOB_ALIGNMENT: u32 = offset_of!(virtio_gpu_config, blob_alignment) as u32;
 }
 
 /// Copies `value` into a new vector, as the device-readable part of a command.

@@ -2,45 +2,63 @@
 
 //! virtio-gpu DRM driver in Rust.
 //!
-//! This file owns the binding to the virtio device: the id and feature tables, probe (feature
-//! negotiation, queues, the first synchronous commands) and unbind. The per-device state lives in
-//! [`VirtioGpu`]; the queues and their interrupt path in [`queue`]; the wire format in
-//! [`protocol`].
+//! This file owns the two registrations: the virtio driver (id and feature tables, probe,
+//! unbind) and the DRM driver it registers per device (name, version, ioctl table). The device
+//! state lives in [`device`], the queues and their interrupt path in [`queue`], the wire format
+//! in [`protocol`], the ioctls in [`ioctl`], per-open state in [`file`], GEM objects in [`gem`].
+//!
+//! # Lifetimes
+//!
+//! The device state ([`device::VirtioGpu`]) is the DRM device's registration data: it lives from
+//! probe to unbind, and ioctls reach it inside `drm_dev_enter()`. At unbind the driver resets
+//! the device and shuts the queues down first (waiters get `ENODEV`), then the DRM device is
+//! unplugged (waiting for running ioctls) and the state dropped; open files keep the DRM device
+//! itself, and their ioctls fail with `ENODEV`.
 //!
 //! # Lock order
 //!
 //! `CommandQueue::inner` (`SpinLockIrq`, per queue) -> `Reply::state` (`SpinLockIrq`, per
-//! synchronous command). The virtqueue callback (hard IRQ) takes a queue lock with
-//! `lock_with`; process context takes it with `lock()`. Nothing sleeps under either.
+//! synchronous command). The virtqueue callback (hard IRQ) takes a queue lock with `lock_with`;
+//! process context takes it with `lock()`. Nothing sleeps under either.
 
 use kernel::{
-    device::Core,
-    interrupt::LocalInterruptDisabled,
+    device::{
+        Core,
+        DeviceContext, //
+    },
+    drm::{
+        self,
+        gem as drm_gem, //
+    },
     prelude::*,
     sync::Arc,
     uapi,
     virtio::{
         self,
-        virtqueue::{
-            Callbacks,
-            Registration,
-            Virtqueues, //
-        },
+        virtqueue::Virtqueues, //
     },
 };
 
+mod device;
+mod file;
+mod gem;
+mod ioctl;
 mod protocol;
 mod queue;
 
+use device::{
+    Features,
+    Queues,
+    VirtioGpu,
+    CONTROL,
+    CURSOR,
+    QUEUE_NAMES, //
+};
 use protocol::{
     config,
-    CtrlHdr,
-    RespDisplayInfo,
-    Scanout,
     MAX_SCANOUTS, //
 };
 use queue::{
-    response_header,
     Command,
     CommandQueue, //
 };
@@ -65,103 +83,53 @@ kernel::virtio_device_table!(
     )]
 );
 
-/// What the device offered and the driver accepted.
-#[derive(Clone, Copy)]
-struct Features {
-    virgl: bool,
-    edid: bool,
-    resource_uuid: bool,
-    resource_blob: bool,
-    context_init: bool,
-    blob_alignment: bool,
-}
+/// The DRM driver: what userspace sees, named and versioned as the C driver.
+pub(crate) struct DrmDriver;
 
-impl Features {
-    fn negotiated(dev: &virtio::Device<Core<'_>>) -> Self {
-        Self {
-            virgl: cfg!(target_endian = "little") && dev.has_feature(uapi::VIRTIO_GPU_F_VIRGL),
-            edid: dev.has_feature(uapi::VIRTIO_GPU_F_EDID),
-            resource_uuid: dev.has_feature(uapi::VIRTIO_GPU_F_RESOURCE_UUID),
-            resource_blob: dev.has_feature(uapi::VIRTIO_GPU_F_RESOURCE_BLOB),
-            context_init: dev.has_feature(uapi::VIRTIO_GPU_F_CONTEXT_INIT),
-            blob_alignment: dev.has_feature(uapi::VIRTIO_GPU_F_BLOB_ALIGNMENT),
-        }
-    }
+/// The driver's DRM device.
+pub(crate) type DrmDevice<Ctx = drm::Normal> = drm::Device<DrmDriver, Ctx>;
 
-    /// Logs the features as the C driver does (host-visible memory is not supported yet).
-    fn log(&self, dev: &virtio::Device<Core<'_>>) {
-        let c = |on: bool| if on { '+' } else { '-' };
-        dev_info!(
-            dev,
-            "features: {}virgl {}edid {}resource_blob -host_visible\n",
-            c(self.virgl),
-            c(self.edid),
-            c(self.resource_blob)
-        );
-        dev_info!(
-            dev,
-            "features: {}context_init {}blob_alignment {}resource_uuid\n",
-            c(self.context_init),
-            c(self.blob_alignment),
-            c(self.resource_uuid)
-        );
+#[vtable]
+impl drm::Driver for DrmDriver {
+    type Data = ();
+    type RegistrationData<'a> = VirtioGpu<'a>;
+    type File = file::File;
+    type Object = drm_gem::Object<gem::Bo>;
+    type ParentDevice<Ctx: DeviceContext> = virtio::Device<Ctx>;
+
+    const INFO: drm::DriverInfo = drm::DriverInfo {
+        major: 0,
+        minor: 1,
+        patchlevel: 0,
+        name: c"virtio_gpu",
+        desc: c"virtio GPU",
+    };
+
+    const FEAT_RENDER: bool = true;
+
+    kernel::declare_drm_ioctls! {
+        (
+            VIRTGPU_GETPARAM,
+            drm_virtgpu_getparam,
+            drm::ioctl::RENDER_ALLOW,
+            ioctl::get_param
+        ),
     }
 }
 
-/// The device's queues, in the order they are found: the callbacks' target.
-#[pin_data]
-struct Queues<'a> {
-    #[pin]
-    control: CommandQueue<'a>,
-    #[pin]
-    cursor: CommandQueue<'a>,
-}
-
-/// Queue indices, in the order of [`QUEUE_NAMES`].
-const CONTROL: usize = 0;
-const CURSOR: usize = 1;
-const QUEUE_NAMES: [&CStr; 2] = [c"control", c"cursor"];
-
-impl Callbacks for Queues<'_> {
-    fn queue_used(&self, index: u32, irq: &LocalInterruptDisabled) {
-        match index as usize {
-            CONTROL => self.control.complete(irq),
-            CURSOR => self.cursor.complete(irq),
-            _ => {}
-        }
-    }
-}
-
-/// The per-device state, alive while the driver is bound.
-struct VirtioGpu<'bound> {
+/// What the virtio driver keeps per bound device.
+struct Binding<'bound> {
+    /// The queues, also reachable through the DRM registration; kept here for unbind.
     queues: Arc<Queues<'bound>>,
-    _callbacks: Registration<'bound, Queues<'bound>>,
-    _features: Features,
-    _num_capsets: u32,
-    _scanouts: KVec<Scanout>,
+    _drm: drm::Registration<'bound, DrmDriver>,
 }
 
-/// Fetches the display info (`VIRTIO_GPU_CMD_GET_DISPLAY_INFO`) for the first `count` scanouts.
-fn display_info(queue: &CommandQueue<'_>, count: usize) -> Result<KVec<Scanout>> {
-    let cmd = protocol::encode(&CtrlHdr::command(protocol::CMD_GET_DISPLAY_INFO))?;
-    let resp = queue.call(cmd, size_of::<RespDisplayInfo>())?;
-    let hdr = response_header(&resp)?;
-    if hdr.ty() != protocol::RESP_OK_DISPLAY_INFO {
-        return Err(EPROTO);
-    }
-    let info = protocol::decode::<RespDisplayInfo>(&resp)?;
-    let mut scanouts = KVec::with_capacity(count, GFP_KERNEL)?;
-    for i in 0..count {
-        scanouts.push(info.scanout(i).ok_or(EPROTO)?, GFP_KERNEL)?;
-    }
-    Ok(scanouts)
-}
-
+/// The virtio driver.
 struct VirtioGpuDriver;
 
 #[vtable]
 impl virtio::Driver for VirtioGpuDriver {
-    type Data<'bound> = VirtioGpu<'bound>;
+    type Data<'bound> = Binding<'bound>;
 
     const ID_TABLE: virtio::IdTable = &VIRTIO_TABLE;
     const FEATURES: &'static [u32] = FEATURES;
@@ -196,15 +164,13 @@ impl virtio::Driver for VirtioGpuDriver {
         };
         dev_info!(dev, "number of scanouts: {}\n", num_scanouts);
         dev_info!(dev, "number of cap sets: {}\n", num_capsets);
-        let count = core::cmp::min(num_scanouts as usize, MAX_SCANOUTS);
+        let num_scanouts = core::cmp::min(num_scanouts as usize, MAX_SCANOUTS);
 
         // From here on the device may use the queues and the callbacks find `queues`.
         let callbacks = vqs.ready(queues.clone())?;
-
-        let scanouts = display_info(&queues.control, count).inspect_err(|e| {
-            dev_err!(dev, "no display info: {:?}\n", e);
-        })?;
-        for (i, s) in scanouts.iter().enumerate() {
+        let gpu = VirtioGpu::new(dev, &queues, callbacks, features, num_capsets, num_scanouts)
+            .inspect_err(|e| dev_err!(dev, "device does not answer: {:?}\n", e))?;
+        for (i, s) in gpu.scanouts.iter().enumerate() {
             dev_info!(
                 dev,
                 "scanout {}: {}x{}+{}+{} {}\n",
@@ -217,18 +183,19 @@ impl virtio::Driver for VirtioGpuDriver {
             );
         }
 
-        Ok(VirtioGpu {
-            queues,
-            _callbacks: callbacks,
-            _features: features,
-            _num_capsets: num_capsets,
-            _scanouts: scanouts,
-        })
+        let unregistered = drm::UnregisteredDevice::<DrmDriver>::new(dev, Ok(()))?;
+        // SAFETY: The registration is kept in the `Binding`, which the driver core drops when the
+        // device is unbound; it is never forgotten.
+        let drm =
+            unsafe { drm::Registration::new(dev.as_ref(), unregistered, Ok::<_, Error>(gpu), 0)? };
+
+        Ok(Binding { queues, _drm: drm })
     }
 
     fn unbind<'bound>(dev: &'bound virtio::Device<Core<'_>>, this: Pin<&Self::Data<'bound>>) {
         // Reset first: the device then holds nothing, so shutting the queues down cancels every
-        // command still pending and wakes its waiter with `ENODEV`.
+        // command still pending and wakes its waiter with `ENODEV`, and running ioctls return
+        // before the DRM device is unplugged (which waits for them).
         dev.reset();
         for queue in [&this.queues.control, &this.queues.cursor] {
             if let Err(e) = queue.shut_down() {

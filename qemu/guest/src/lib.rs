@@ -27,3 +27,75 @@ pub fn run(cmd: &str, args: &[&str]) -> Result<(), String> {
         Err(format!("{cmd} {} failed: {st}", args.join(" ")))
     }
 }
+
+/// `DRM_IOCTL_VIRTGPU_GETPARAM`: `DRM_IOWR(DRM_COMMAND_BASE + 3, struct drm_virtgpu_getparam)`.
+const VIRTGPU_GETPARAM: libc::c_ulong = 0xc010_6443;
+
+/// `struct drm_virtgpu_getparam`.
+#[repr(C)]
+struct GetParam {
+    param: u64,
+    value: u64,
+}
+
+/// The virtgpu parameters `VIRTGPU_PARAM_*` by name, and two numbers no driver knows.
+pub const VIRTGPU_PARAMS: &[(&str, u64)] = &[
+    ("3D_FEATURES", 1),
+    ("CAPSET_QUERY_FIX", 2),
+    ("RESOURCE_BLOB", 3),
+    ("HOST_VISIBLE", 4),
+    ("CROSS_DEVICE", 5),
+    ("CONTEXT_INIT", 6),
+    ("SUPPORTED_CAPSET_IDs", 7),
+    ("EXPLICIT_DEBUG_NAME", 8),
+    ("BLOB_ALIGNMENT", 9),
+    ("UNKNOWN_0", 0),
+    ("UNKNOWN_10", 10),
+];
+
+/// What `DRM_IOCTL_VIRTGPU_GETPARAM` wrote for one parameter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ParamValue {
+    /// The `int` the driver wrote.
+    pub value: i32,
+    /// Whether the driver wrote exactly 4 bytes, as C does (the next 4 kept their pattern).
+    pub wrote_int: bool,
+}
+
+/// Asks the virtgpu driver behind `fd` for parameter `param`.
+pub fn virtgpu_getparam(fd: std::os::fd::BorrowedFd<'_>, param: u64) -> std::io::Result<ParamValue> {
+    use std::os::fd::AsRawFd;
+    const PATTERN: u64 = 0xa5a5_a5a5_a5a5_a5a5;
+    let mut out: u64 = PATTERN;
+    let mut arg = GetParam {
+        param,
+        value: std::ptr::addr_of_mut!(out) as u64,
+    };
+    // SAFETY: `arg` is a valid `struct drm_virtgpu_getparam` for the call, and `value` points to
+    // 8 writable bytes that outlive it.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), VIRTGPU_GETPARAM, &mut arg) };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let bytes = out.to_ne_bytes();
+    let value = i32::from_ne_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+    let rest = [bytes[4], bytes[5], bytes[6], bytes[7]];
+    Ok(ParamValue {
+        value,
+        wrote_int: rest == [0xa5; 4],
+    })
+}
+
+/// `DRM_IOCTL_VIRTGPU_GETPARAM` with `value` pointing nowhere (address 8): must fail with
+/// `EFAULT` for a known parameter.
+pub fn virtgpu_getparam_bad_pointer(fd: std::os::fd::BorrowedFd<'_>, param: u64) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let mut arg = GetParam { param, value: 8 };
+    // SAFETY: `arg` is valid for the call; the kernel checks the user pointer.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), VIRTGPU_GETPARAM, &mut arg) };
+    if r < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}

@@ -5,18 +5,22 @@
 //! driver must not be loaded. Every bind must end with the device bound to `module` and a new
 //! display-info line of the driver in the kernel log (`<module> virtioN: scanout 0: WxH...`),
 //! which proves that a command went out on the control queue and its response came back through
-//! the interrupt path. The module is unloaded at the end. Reports KTAP (suite `virtio_bind`);
+//! the interrupt path. While bound, the driver's DRM device must be there (a primary and a
+//! render node under the virtio device), named and versioned as the C driver, and answer
+//! GETPARAM as C does for the features the driver logged; a file held open across an unbind
+//! must get `ENODEV`. The module is unloaded at the end. Reports KTAP (suite `virtio_bind`);
 //! exits 0 only when every case passed.
 
 use std::fs;
 use std::io::Read;
+use std::os::fd::AsFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use virtgpu_guest::run;
+use virtgpu_guest::{run, virtgpu_getparam, virtgpu_getparam_bad_pointer, VIRTGPU_PARAMS};
 use virtgpu_protocol::ktap::Suite;
 
 /// `VIRTIO_ID_GPU`, as sysfs prints a device type.
@@ -115,6 +119,108 @@ fn check_mode(line: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The DRM nodes of `dev` (`card0`, `renderD128`), from sysfs.
+fn drm_nodes(dev: &str) -> Result<Vec<String>, String> {
+    let dir = Path::new(DEVICES).join(dev).join("drm");
+    let mut nodes: Vec<String> = fs::read_dir(&dir)
+        .map_err(|e| format!("no DRM device under {}: {e}", dir.display()))?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("card") || n.starts_with("renderD"))
+        .collect();
+    nodes.sort();
+    Ok(nodes)
+}
+
+/// Opens `dev`'s render node.
+fn open_render(dev: &str) -> Result<fs::File, String> {
+    let nodes = drm_nodes(dev)?;
+    if !nodes.iter().any(|n| n.starts_with("card")) {
+        return Err(format!("{dev} has no primary node: {nodes:?}"));
+    }
+    let render = nodes
+        .iter()
+        .find(|n| n.starts_with("renderD"))
+        .ok_or_else(|| format!("{dev} has no render node: {nodes:?}"))?;
+    let path = format!("/dev/dri/{render}");
+    fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("cannot open {path}: {e}"))
+}
+
+/// Checks the DRM version: what the C driver reports (name, description, 0.1.0).
+fn check_version(f: &fs::File) -> Result<String, String> {
+    let (mut name, mut date, mut desc) = (Vec::new(), Vec::new(), Vec::new());
+    let v = drm_ffi::get_version(f.as_fd(), Some(&mut name), Some(&mut date), Some(&mut desc))
+        .map_err(|e| format!("DRM_IOCTL_VERSION: {e}"))?;
+    let text = |b: &[i8]| b.iter().map(|&c| c as u8 as char).collect::<String>();
+    let got = format!(
+        "{} {}.{}.{} {:?}",
+        text(&name),
+        v.version_major,
+        v.version_minor,
+        v.version_patchlevel,
+        text(&desc)
+    );
+    if got != "virtio_gpu 0.1.0 \"virtio GPU\"" {
+        return Err(format!("version is {got}, C reports virtio_gpu 0.1.0 \"virtio GPU\""));
+    }
+    Ok(got)
+}
+
+/// The `+name`/`-name` features of the driver's last "features:" lines for `dev`.
+fn logged_features(module: &str, dev: &str) -> Result<Vec<(String, bool)>, String> {
+    let prefix = format!("{module} {dev}: features: ");
+    let lines: Vec<String> = kernel_log()?
+        .into_iter()
+        .filter(|l| l.starts_with(&prefix))
+        .collect();
+    let last_two = lines.iter().rev().take(2);
+    let mut out = Vec::new();
+    for l in last_two {
+        for w in l[prefix.len()..].split_whitespace() {
+            let (on, name) = w.split_at(1);
+            out.push((name.to_string(), on == "+"));
+        }
+    }
+    if out.is_empty() {
+        return Err(format!("no \"{prefix}\" line in the kernel log"));
+    }
+    Ok(out)
+}
+
+/// Checks GETPARAM against what the C driver answers for the features the driver logged.
+fn check_getparam(f: &fs::File, features: &[(String, bool)]) -> Result<(), String> {
+    let has = |n: &str| features.iter().any(|(name, on)| name == n && *on);
+    for (name, param) in VIRTGPU_PARAMS {
+        let want: Result<i32, i32> = match *name {
+            "3D_FEATURES" => Ok(has("virgl").into()),
+            "CAPSET_QUERY_FIX" => Ok(1),
+            "RESOURCE_BLOB" => Ok(has("resource_blob").into()),
+            "HOST_VISIBLE" => Ok(has("host_visible").into()),
+            "CROSS_DEVICE" => Ok(has("resource_uuid").into()),
+            "CONTEXT_INIT" | "EXPLICIT_DEBUG_NAME" => Ok(has("context_init").into()),
+            // QEMU's 2D device has no capsets.
+            "SUPPORTED_CAPSET_IDs" => Ok(0),
+            "BLOB_ALIGNMENT" if !has("blob_alignment") => Err(libc::ENOENT),
+            "BLOB_ALIGNMENT" => continue,
+            _ => Err(libc::EINVAL),
+        };
+        let got = virtgpu_getparam(f.as_fd(), *param);
+        match (&want, &got) {
+            (Ok(v), Ok(g)) if g.value == *v && g.wrote_int => {}
+            (Err(e), Err(g)) if g.raw_os_error() == Some(*e) => {}
+            _ => return Err(format!("GETPARAM {name}: want {want:?}, got {got:?}")),
+        }
+    }
+    match virtgpu_getparam_bad_pointer(f.as_fd(), 1) {
+        Err(e) if e.raw_os_error() == Some(libc::EFAULT) => Ok(()),
+        other => Err(format!("GETPARAM to a bad pointer: want EFAULT, got {other:?}")),
+    }
+}
+
 fn write_attr(path: PathBuf, value: &str) -> Result<(), String> {
     fs::write(&path, value).map_err(|e| format!("cannot write {value} to {}: {e}", path.display()))
 }
@@ -148,7 +254,35 @@ fn main() -> ExitCode {
         }
     }
 
+    let drm = open_render(&dev);
+    if k.check("drm_nodes", &drm) {
+        if let Ok(f) = &drm {
+            if let Ok(v) = check_version(f).inspect_err(|e| k.fail("drm_version", e)) {
+                k.diag(&v);
+                k.pass("drm_version");
+            }
+            let params = logged_features(&module, &dev).and_then(|fs| check_getparam(f, &fs));
+            k.check("getparam", &params);
+        }
+    }
+
     let drv = Path::new("/sys/bus/virtio/drivers").join(&module);
+
+    // A file open across an unbind: its ioctls fail with ENODEV, and closing it later is fine.
+    let held = drm.and_then(|f| {
+        let before = display_lines(&module, &dev)?.len();
+        write_attr(drv.join("unbind"), &dev)?;
+        let r = virtgpu_getparam(f.as_fd(), 1);
+        write_attr(drv.join("bind"), &dev)?;
+        wait_bound(&module, &dev, before)?;
+        drop(f);
+        match r {
+            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(()),
+            other => Err(format!("GETPARAM after unbind: want ENODEV, got {other:?}")),
+        }
+    });
+    k.check("unbind_with_open_file", &held);
+
     let cycles = (0..rebinds).try_for_each(|i| {
         let before = display_lines(&module, &dev)?.len();
         write_attr(drv.join("unbind"), &dev)?;

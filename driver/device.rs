@@ -1,0 +1,194 @@
+// SPDX-License-Identifier: GPL-2.0-only
+
+//! The per-device state every part of the driver borrows while the device is bound.
+//!
+//! Owns [`VirtioGpu`]: the queues and their callbacks' registration, what the device offered
+//! (features, capsets, scanouts) and what probe read from it. It lives as the DRM device's
+//! registration data: ioctls reach it inside the DRM core's `drm_dev_enter()` section, and it is
+//! dropped after `drm_dev_unplug()` when the device is unbound, which also ends every use of the
+//! queues. Fields are fixed after probe, so nothing here is locked; the queues lock themselves
+//! (see the lock order in the crate documentation).
+
+use crate::{
+    protocol::{
+        self,
+        CapsetInfo,
+        CtrlHdr,
+        RespDisplayInfo,
+        Scanout, //
+    },
+    queue::{
+        response_header,
+        CommandQueue, //
+    },
+};
+use kernel::{
+    device::Core,
+    interrupt::LocalInterruptDisabled,
+    prelude::*,
+    uapi,
+    virtio::{
+        self,
+        virtqueue::{
+            Callbacks,
+            Registration, //
+        },
+    },
+};
+
+/// What the device offered and the driver accepted.
+#[derive(Clone, Copy)]
+pub(crate) struct Features {
+    pub(crate) virgl: bool,
+    pub(crate) edid: bool,
+    pub(crate) resource_uuid: bool,
+    pub(crate) resource_blob: bool,
+    pub(crate) context_init: bool,
+    pub(crate) blob_alignment: bool,
+}
+
+impl Features {
+    pub(crate) fn negotiated(dev: &virtio::Device<Core<'_>>) -> Self {
+        Self {
+            virgl: cfg!(target_endian = "little") && dev.has_feature(uapi::VIRTIO_GPU_F_VIRGL),
+            edid: dev.has_feature(uapi::VIRTIO_GPU_F_EDID),
+            resource_uuid: dev.has_feature(uapi::VIRTIO_GPU_F_RESOURCE_UUID),
+            resource_blob: dev.has_feature(uapi::VIRTIO_GPU_F_RESOURCE_BLOB),
+            context_init: dev.has_feature(uapi::VIRTIO_GPU_F_CONTEXT_INIT),
+            blob_alignment: dev.has_feature(uapi::VIRTIO_GPU_F_BLOB_ALIGNMENT),
+        }
+    }
+
+    /// Logs the features as the C driver does (host-visible memory is not supported yet).
+    pub(crate) fn log(&self, dev: &virtio::Device<Core<'_>>) {
+        let c = |on: bool| if on { '+' } else { '-' };
+        dev_info!(
+            dev,
+            "features: {}virgl {}edid {}resource_blob -host_visible\n",
+            c(self.virgl),
+            c(self.edid),
+            c(self.resource_blob)
+        );
+        dev_info!(
+            dev,
+            "features: {}context_init {}blob_alignment {}resource_uuid\n",
+            c(self.context_init),
+            c(self.blob_alignment),
+            c(self.resource_uuid)
+        );
+    }
+}
+
+/// Queue indices, in the order of [`QUEUE_NAMES`].
+pub(crate) const CONTROL: usize = 0;
+pub(crate) const CURSOR: usize = 1;
+pub(crate) const QUEUE_NAMES: [&CStr; 2] = [c"control", c"cursor"];
+
+/// The device's queues: the target of the queue callbacks.
+#[pin_data]
+pub(crate) struct Queues<'a> {
+    #[pin]
+    pub(crate) control: CommandQueue<'a>,
+    #[pin]
+    pub(crate) cursor: CommandQueue<'a>,
+}
+
+impl Callbacks for Queues<'_> {
+    fn queue_used(&self, index: u32, irq: &LocalInterruptDisabled) {
+        match index as usize {
+            CONTROL => self.control.complete(irq),
+            CURSOR => self.cursor.complete(irq),
+            _ => {}
+        }
+    }
+}
+
+/// The state of a bound device.
+pub(crate) struct VirtioGpu<'bound> {
+    /// Keeps the queue callbacks installed while the DRM device is registered.
+    _callbacks: Registration<'bound, Queues<'bound>>,
+    pub(crate) features: Features,
+    /// The device's blob alignment, with `VIRTIO_GPU_F_BLOB_ALIGNMENT`.
+    pub(crate) blob_alignment: Option<u32>,
+    pub(crate) capsets: KVec<CapsetInfo>,
+    pub(crate) scanouts: KVec<Scanout>,
+}
+
+impl<'bound> VirtioGpu<'bound> {
+    /// Gathers what the device tells about itself, once its queues work.
+    pub(crate) fn new(
+        dev: &'bound virtio::Device<Core<'_>>,
+        queues: &Queues<'bound>,
+        callbacks: Registration<'bound, Queues<'bound>>,
+        features: Features,
+        num_capsets: u32,
+        num_scanouts: usize,
+    ) -> Result<Self> {
+        let blob_alignment = if features.blob_alignment {
+            // SAFETY: `blob_alignment` is part of the configuration space of a device that offers
+            // `VIRTIO_GPU_F_BLOB_ALIGNMENT`.
+            Some(unsafe { dev.config_le32(protocol::config::BLOB_ALIGNMENT) })
+        } else {
+            None
+        };
+        let capsets = capset_infos(&queues.control, num_capsets)?;
+        for c in capsets.iter() {
+            dev_info!(
+                dev,
+                "capset {}: max version {}, max size {}\n",
+                c.id,
+                c.max_version,
+                c.max_size
+            );
+        }
+        let scanouts = display_info(&queues.control, num_scanouts)?;
+        Ok(Self {
+            _callbacks: callbacks,
+            features,
+            blob_alignment,
+            capsets,
+            scanouts,
+        })
+    }
+
+    /// The `VIRTGPU_PARAM_SUPPORTED_CAPSET_IDs` mask: bit `id` for each capset the host has.
+    pub(crate) fn capset_id_mask(&self) -> u64 {
+        self.capsets
+            .iter()
+            .filter(|c| c.id < 64)
+            .fold(0, |m, c| m | (1u64 << c.id))
+    }
+}
+
+/// Fetches the display info (`VIRTIO_GPU_CMD_GET_DISPLAY_INFO`) of the first `count` scanouts.
+fn display_info(queue: &CommandQueue<'_>, count: usize) -> Result<KVec<Scanout>> {
+    let mut scanouts = KVec::with_capacity(count, GFP_KERNEL)?;
+    if count == 0 {
+        return Ok(scanouts);
+    }
+    let cmd = protocol::encode(&CtrlHdr::command(protocol::CMD_GET_DISPLAY_INFO))?;
+    let resp = queue.call(cmd, size_of::<RespDisplayInfo>())?;
+    if response_header(&resp)?.ty() != protocol::RESP_OK_DISPLAY_INFO {
+        return Err(EPROTO);
+    }
+    let info = protocol::decode::<RespDisplayInfo>(&resp)?;
+    for i in 0..count {
+        scanouts.push(info.scanout(i).ok_or(EPROTO)?, GFP_KERNEL)?;
+    }
+    Ok(scanouts)
+}
+
+/// Fetches the host's capset infos (`VIRTIO_GPU_CMD_GET_CAPSET_INFO`), one command each.
+fn capset_infos(queue: &CommandQueue<'_>, count: u32) -> Result<KVec<CapsetInfo>> {
+    let mut infos = KVec::with_capacity(count as usize, GFP_KERNEL)?;
+    for i in 0..count {
+        let cmd = protocol::encode(&protocol::GetCapsetInfo::new(i))?;
+        let resp = queue.call(cmd, size_of::<protocol::RespCapsetInfo>())?;
+        if response_header(&resp)?.ty() != protocol::RESP_OK_CAPSET_INFO {
+            return Err(EPROTO);
+        }
+        let info = protocol::decode::<protocol::RespCapsetInfo>(&resp)?;
+        infos.push(info.info(), GFP_KERNEL)?;
+    }
+    Ok(infos)
+}

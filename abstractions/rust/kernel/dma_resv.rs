@@ -118,6 +118,18 @@ impl Resv {
         unsafe { &*ptr.cast() }
     }
 
+    /// The reservation of a GEM object: its own, or the one it shares (an object imported from
+    /// a DMA buffer, or made with another object's reservation).
+    #[cfg(CONFIG_RUST_DRM_GEM_SHMEM_HELPER)]
+    pub fn of_gem<O: crate::drm::gem::BaseObject>(obj: &O) -> &Resv {
+        use crate::drm::gem::BaseObjectPrivate;
+        // SAFETY: `resv` of a GEM object points to an initialised reservation from the object's
+        // creation on: its own `_resv` (finalised only when the object is freed) or the one of
+        // the DMA buffer or object it shares, which the object holds a reference to until it is
+        // freed. `obj` is alive for the borrow, so the reservation is too.
+        unsafe { Resv::from_raw(obj.raw_dma_resv()) }
+    }
+
     /// The `struct dma_resv`.
     pub fn as_raw(&self) -> *mut bindings::dma_resv {
         self.0.get()

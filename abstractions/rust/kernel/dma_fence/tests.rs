@@ -21,7 +21,7 @@ mod suite {
             atomic::{Atomic, Relaxed},
             Arc, Completion, SpinLockIrq,
         },
-        sync_file::SyncFile,
+        sync_file::{fence_from_fd, SyncFile},
         test_support::{code, spawn, with_pending_signal},
         time::{delay::fsleep, Delta},
     };
@@ -247,55 +247,131 @@ mod suite {
         }
     }
 
+    /// `FENCES` pending fences of a timeline that an `irq_work` signals in
+    /// hard IRQ, and the counts of what callbacks registered on them saw.
+    struct Race {
+        work: Arc<IrqWork<Irq>>,
+        shared: Arc<KVec<ARef<Fence>>>,
+        calls: Arc<Atomic<u32>>,
+        returned: Arc<Atomic<u32>>,
+    }
+
+    const FENCES: u64 = 64;
+
+    impl Race {
+        fn new(c: &Contexts) -> Result<Race> {
+            let work = Arc::pin_init(
+                IrqWork::new(pin_init!(Irq {
+                    queue <- crate::new_spinlock_irq!(0, "test_queue"),
+                    timeline <- Timeline::new(),
+                    done <- Completion::new(),
+                })),
+                GFP_KERNEL,
+            )?;
+            let mut shared = KVec::new();
+            for seqno in 1..=FENCES {
+                let f = fence(c, 0, seqno)?;
+                shared.push(f.shared(), GFP_KERNEL)?;
+                work.item().timeline.push(f).map_err(|_| EINVAL)?;
+            }
+            Ok(Race {
+                work,
+                shared: Arc::new(shared, GFP_KERNEL)?,
+                calls: Arc::new(Atomic::new(0u32), GFP_KERNEL)?,
+                returned: Arc::new(Atomic::new(0u32), GFP_KERNEL)?,
+            })
+        }
+
+        /// Registers a counting callback on fence `i`; counts it as
+        /// returned if the fence had signalled.
+        fn register(
+            shared: &KVec<ARef<Fence>>,
+            i: usize,
+            calls: &Arc<Atomic<u32>>,
+            returned: &Atomic<u32>,
+        ) {
+            let f = &shared[i];
+            let cb = FenceCb::new(
+                Count {
+                    calls: calls.clone(),
+                    seqno: f.seqno(),
+                },
+                GFP_KERNEL,
+            );
+            if let Ok(Err(_back)) = cb.map(|cb| f.add_callback(cb)) {
+                returned.fetch_add(1, Relaxed);
+            }
+        }
+
+        /// Signals every fence from the hard-IRQ handler and waits for it.
+        fn fire(&self) {
+            self.work.queue();
+            self.work.item().done.wait_for_completion();
+        }
+    }
+
     /// Fences signalled in hard IRQ, under a `SpinLockIrq` taken with
     /// `lock_with`, while another thread registers callbacks on them: every
     /// callback runs exactly once, or its payload comes back.
     #[test]
     fn signal_in_hard_irq_races_callbacks() -> Result {
-        const FENCES: u64 = 64;
         let c = Contexts::new(1)?;
-        let work = Arc::pin_init(
-            IrqWork::new(pin_init!(Irq {
-                queue <- crate::new_spinlock_irq!(0, "test_queue"),
-                timeline <- Timeline::new(),
-                done <- Completion::new(),
-            })),
-            GFP_KERNEL,
-        )?;
-        let mut shared = KVec::new();
-        for seqno in 1..=FENCES {
-            let f = fence(&c, 0, seqno)?;
-            shared.push(f.shared(), GFP_KERNEL)?;
-            work.item().timeline.push(f).map_err(|_| EINVAL)?;
-        }
-        let calls = Arc::new(Atomic::new(0u32), GFP_KERNEL)?;
-        let returned = Arc::new(Atomic::new(0u32), GFP_KERNEL)?;
-        let shared = Arc::new(shared, GFP_KERNEL)?;
-        let (s, cl, rt) = (shared.clone(), calls.clone(), returned.clone());
+        let race = Race::new(&c)?;
+        let (s, cl, rt) = (
+            race.shared.clone(),
+            race.calls.clone(),
+            race.returned.clone(),
+        );
         let registrar = spawn(move || {
-            for f in s.iter() {
-                let cb = FenceCb::new(
-                    Count {
-                        calls: cl.clone(),
-                        seqno: f.seqno(),
-                    },
-                    GFP_KERNEL,
-                );
-                match cb.map(|cb| f.add_callback(cb)) {
-                    Ok(Ok(())) => {}
-                    Ok(Err(_back)) => {
-                        rt.fetch_add(1, Relaxed);
-                    }
-                    Err(_) => {}
-                }
+            for i in 0..s.len() {
+                Race::register(&s, i, &cl, &rt);
             }
         })?;
-        work.queue();
-        work.item().done.wait_for_completion();
+        race.fire();
         registrar.wait_for_completion();
-        assert!(shared.iter().all(|f| f.is_signaled()));
-        assert_eq!(calls.load(Relaxed) + returned.load(Relaxed), FENCES as u32);
-        assert_eq!(*work.item().queue.lock(), 1);
+        assert!(race.shared.iter().all(|f| f.is_signaled()));
+        assert_eq!(
+            race.calls.load(Relaxed) + race.returned.load(Relaxed),
+            FENCES as u32
+        );
+        assert_eq!(*race.work.item().queue.lock(), 1);
+        Ok(())
+    }
+
+    /// The same, with the interleaving forced: callbacks registered on the
+    /// first half before the interrupt signals everything, on the second
+    /// half after it. Exactly the first half runs its callbacks (in hard
+    /// IRQ), exactly the second half gets the payloads back.
+    #[test]
+    fn callbacks_before_and_after_a_hard_irq_signal() -> Result {
+        const HALF: usize = FENCES as usize / 2;
+        let c = Contexts::new(1)?;
+        let race = Race::new(&c)?;
+        let half = Arc::pin_init(Completion::new(), GFP_KERNEL)?;
+        let go = Arc::pin_init(Completion::new(), GFP_KERNEL)?;
+        let (s, cl, rt) = (
+            race.shared.clone(),
+            race.calls.clone(),
+            race.returned.clone(),
+        );
+        let (h, g) = (half.clone(), go.clone());
+        let registrar = spawn(move || {
+            for i in 0..s.len() {
+                if i == HALF {
+                    h.complete_all();
+                    g.wait_for_completion();
+                }
+                Race::register(&s, i, &cl, &rt);
+            }
+        })?;
+        half.wait_for_completion();
+        race.fire();
+        assert_eq!(race.calls.load(Relaxed), HALF as u32);
+        go.complete_all();
+        registrar.wait_for_completion();
+        assert!(race.shared.iter().all(|f| f.is_signaled()));
+        assert_eq!(race.calls.load(Relaxed), HALF as u32);
+        assert_eq!(race.returned.load(Relaxed), HALF as u32);
         Ok(())
     }
 
@@ -331,6 +407,68 @@ mod suite {
         assert!(it.next().is_none());
         drop(it);
         d.signal();
+        Ok(())
+    }
+
+    /// A `dma_fence_chain` (a timeline syncobj's points) unwraps to the
+    /// fences its links contain, newest first, and signals when they have.
+    #[test]
+    fn chain_unwraps_to_its_links() -> Result {
+        let c = Contexts::new(3)?;
+        let links = [fence(&c, 0, 1)?, fence(&c, 1, 2)?, fence(&c, 2, 3)?];
+        let mut head: Option<ARef<Fence>> = None;
+        for (point, link) in links.iter().enumerate() {
+            let chain = KBox::<bindings::dma_fence_chain>::new_uninit(GFP_KERNEL)?;
+            let chain = KBox::into_raw(chain).cast::<bindings::dma_fence_chain>();
+            let raw = |f: ARef<Fence>| ARef::into_raw(f).as_ptr().cast::<bindings::dma_fence>();
+            let prev = head.take().map_or(core::ptr::null_mut(), raw);
+            let contained = raw(link.shared());
+            // SAFETY: `chain` is kmalloc'ed memory for a chain node, which
+            // the chain's release frees with `kfree`; `dma_fence_chain_init`
+            // takes over the references on `prev` and `contained`.
+            unsafe { bindings::dma_fence_chain_init(chain, prev, contained, point as u64 + 1) };
+            // SAFETY: The chain node is initialised, with one reference,
+            // which `head` now owns; `chain` is not null.
+            head = Some(unsafe {
+                Fence::from_raw_owned(core::ptr::NonNull::new_unchecked(&raw mut (*chain).base))
+            });
+        }
+        let head = head.ok_or(EINVAL)?;
+        let mut seqnos = KVec::new();
+        for f in Unwrap::new(&head) {
+            seqnos.push(f.seqno(), GFP_KERNEL)?;
+        }
+        assert_eq!(seqnos[..], [3, 2, 1]);
+        for link in links {
+            assert!(!head.is_signaled());
+            link.signal();
+        }
+        assert!(head.is_signaled());
+        Ok(())
+    }
+
+    /// A fence exported as a `sync_file` descriptor and imported back is the
+    /// same fence; a descriptor that is not a `sync_file` is `EINVAL`.
+    #[test]
+    fn sync_file_fd_round_trip() -> Result {
+        use crate::fs::file::FileDescriptorReservation;
+        let c = Contexts::new(1)?;
+        let f = fence(&c, 0, 1)?;
+        let reservation = FileDescriptorReservation::get_unused_fd_flags(bindings::O_CLOEXEC)?;
+        let fd = reservation.reserved_fd() as i32;
+        reservation.fd_install(SyncFile::new(f.fence())?.into_file());
+        let back = fence_from_fd(fd);
+        let other = fence_from_fd(fd + 1000);
+        // SAFETY: `fd` is the descriptor installed above, in this task's table.
+        let closed = unsafe { bindings::close_fd(fd as u32) };
+        let back = back?;
+        assert!(core::ptr::eq(&*back, f.fence()));
+        assert_eq!(other.err(), Some(EINVAL));
+        assert_eq!(fence_from_fd(-1).err(), Some(EINVAL));
+        assert_eq!(closed, 0);
+        // After the close, the import holds the fence on its own.
+        f.signal();
+        assert!(back.is_signaled());
         Ok(())
     }
 

@@ -131,7 +131,12 @@ impl<'bound> VirtioGpu<'bound> {
         } else {
             None
         };
-        let capsets = capset_infos(&queues.control, num_capsets)?;
+        // As C: a capset the host describes badly (or not in time) is logged and the capsets
+        // are left out; the device still works without them.
+        let capsets = capset_infos(&queues.control, num_capsets).unwrap_or_else(|e| {
+            dev_err!(dev, "capset infos: {:?}; no capsets\n", e);
+            KVec::new()
+        });
         for c in capsets.iter() {
             dev_info!(
                 dev,
@@ -151,12 +156,10 @@ impl<'bound> VirtioGpu<'bound> {
         })
     }
 
-    /// The `VIRTGPU_PARAM_SUPPORTED_CAPSET_IDs` mask: bit `id` for each capset the host has.
+    /// The `VIRTGPU_PARAM_SUPPORTED_CAPSET_IDs` mask: bit `id` for each capset the host has
+    /// (ids are 1 to [`MAX_CAPSET_ID`], checked at probe).
     pub(crate) fn capset_id_mask(&self) -> u64 {
-        self.capsets
-            .iter()
-            .filter(|c| c.id < 64)
-            .fold(0, |m, c| m | (1u64 << c.id))
+        self.capsets.iter().fold(0, |m, c| m | (1u64 << c.id))
     }
 }
 
@@ -178,6 +181,9 @@ fn display_info(queue: &CommandQueue<'_>, count: usize) -> Result<KVec<Scanout>>
     Ok(scanouts)
 }
 
+/// The largest capset id, as C's `MAX_CAPSET_ID`.
+const MAX_CAPSET_ID: u32 = 63;
+
 /// Fetches the host's capset infos (`VIRTIO_GPU_CMD_GET_CAPSET_INFO`), one command each.
 fn capset_infos(queue: &CommandQueue<'_>, count: u32) -> Result<KVec<CapsetInfo>> {
     let mut infos = KVec::with_capacity(count as usize, GFP_KERNEL)?;
@@ -187,8 +193,12 @@ fn capset_infos(queue: &CommandQueue<'_>, count: u32) -> Result<KVec<CapsetInfo>
         if response_header(&resp)?.ty() != protocol::RESP_OK_CAPSET_INFO {
             return Err(EPROTO);
         }
-        let info = protocol::decode::<protocol::RespCapsetInfo>(&resp)?;
-        infos.push(info.info(), GFP_KERNEL)?;
+        let info = protocol::decode::<protocol::RespCapsetInfo>(&resp)?.info();
+        // C accepts ids 1 to `MAX_CAPSET_ID` (63): one bit each in the capset mask.
+        if !(1..=MAX_CAPSET_ID).contains(&info.id) {
+            return Err(EINVAL);
+        }
+        infos.push(info, GFP_KERNEL)?;
     }
     Ok(infos)
 }

@@ -21,6 +21,13 @@ use kernel::{
     uapi, //
 };
 
+/// Whether the driver has the 3D ioctls (`EXECBUFFER`, `GET_CAPS`, 3D resources): not yet.
+const IMPLEMENTS_VIRGL: bool = false;
+/// Whether the driver has `RESOURCE_CREATE_BLOB`: not yet.
+const IMPLEMENTS_BLOB: bool = false;
+/// Whether the driver has `CONTEXT_INIT`: not yet.
+const IMPLEMENTS_CONTEXT_INIT: bool = false;
+
 /// `DRM_IOCTL_VIRTGPU_GETPARAM`: the value of one parameter, written as a C `int` (4 bytes) to
 /// the user pointer `value`, as the C driver writes it.
 ///
@@ -33,17 +40,25 @@ pub(crate) fn get_param(
     _file: &drm::File<File>,
 ) -> Result<u32> {
     let f = &gpu.features;
+    // A parameter that promises ioctls says so only once the driver has them: userspace (Mesa)
+    // trusts these. Until then the answer is 0 where C would say 1 for the device's feature.
+    let (virgl, blob, context_init) = (
+        f.virgl && IMPLEMENTS_VIRGL,
+        f.resource_blob && IMPLEMENTS_BLOB,
+        f.context_init && IMPLEMENTS_CONTEXT_INIT,
+    );
     let value: i32 = match u32::try_from(args.param).map_err(|_| EINVAL)? {
-        uapi::VIRTGPU_PARAM_3D_FEATURES => f.virgl.into(),
+        uapi::VIRTGPU_PARAM_3D_FEATURES => virgl.into(),
         uapi::VIRTGPU_PARAM_CAPSET_QUERY_FIX => 1,
-        uapi::VIRTGPU_PARAM_RESOURCE_BLOB => f.resource_blob.into(),
+        uapi::VIRTGPU_PARAM_RESOURCE_BLOB => blob.into(),
         // No host-visible memory window is mapped yet.
         uapi::VIRTGPU_PARAM_HOST_VISIBLE => 0,
         uapi::VIRTGPU_PARAM_CROSS_DEVICE => f.resource_uuid.into(),
-        uapi::VIRTGPU_PARAM_CONTEXT_INIT => f.context_init.into(),
-        // The mask is what C reports, an `int`: ids above 31 do not fit in it there either.
+        uapi::VIRTGPU_PARAM_CONTEXT_INIT => context_init.into(),
+        // One bit per capset id (1 to 63), written as an `int` as C writes it: the ids above 31
+        // are cut off there too (C's own `1 << id` is undefined for them).
         uapi::VIRTGPU_PARAM_SUPPORTED_CAPSET_IDs => gpu.capset_id_mask() as i32,
-        uapi::VIRTGPU_PARAM_EXPLICIT_DEBUG_NAME => f.context_init.into(),
+        uapi::VIRTGPU_PARAM_EXPLICIT_DEBUG_NAME => context_init.into(),
         uapi::VIRTGPU_PARAM_BLOB_ALIGNMENT => match gpu.blob_alignment {
             Some(a) => a as i32,
             None => return Err(ENOENT),

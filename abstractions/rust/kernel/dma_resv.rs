@@ -120,7 +120,9 @@ impl Resv {
 
     /// The reservation of a GEM object: its own, or the one it shares (an object imported from
     /// a DMA buffer, or made with another object's reservation).
-    #[cfg(CONFIG_RUST_DRM_GEM_SHMEM_HELPER)]
+    ///
+    /// Locking it and then calling the shmem helpers' `vmap` deadlocks: they take this lock.
+    #[cfg(all(CONFIG_DRM = "y", CONFIG_RUST_DRM_GEM_SHMEM_HELPER))]
     pub fn of_gem<O: crate::drm::gem::BaseObject>(obj: &O) -> &Resv {
         use crate::drm::gem::BaseObjectPrivate;
         // SAFETY: `resv` of a GEM object points to an initialised reservation from the object's

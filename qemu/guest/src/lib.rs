@@ -51,6 +51,7 @@ pub const VIRTGPU_PARAMS: &[(&str, u64)] = &[
     ("BLOB_ALIGNMENT", 9),
     ("UNKNOWN_0", 0),
     ("UNKNOWN_10", 10),
+    ("UNKNOWN_HIGH_BITS", 0x1_0000_0001),
 ];
 
 /// What `DRM_IOCTL_VIRTGPU_GETPARAM` wrote for one parameter.
@@ -63,7 +64,10 @@ pub struct ParamValue {
 }
 
 /// Asks the virtgpu driver behind `fd` for parameter `param`.
-pub fn virtgpu_getparam(fd: std::os::fd::BorrowedFd<'_>, param: u64) -> std::io::Result<ParamValue> {
+pub fn virtgpu_getparam(
+    fd: std::os::fd::BorrowedFd<'_>,
+    param: u64,
+) -> std::io::Result<ParamValue> {
     use std::os::fd::AsRawFd;
     const PATTERN: u64 = 0xa5a5_a5a5_a5a5_a5a5;
     let mut out: u64 = PATTERN;
@@ -88,11 +92,28 @@ pub fn virtgpu_getparam(fd: std::os::fd::BorrowedFd<'_>, param: u64) -> std::io:
 
 /// `DRM_IOCTL_VIRTGPU_GETPARAM` with `value` pointing nowhere (address 8): must fail with
 /// `EFAULT` for a known parameter.
-pub fn virtgpu_getparam_bad_pointer(fd: std::os::fd::BorrowedFd<'_>, param: u64) -> std::io::Result<()> {
+pub fn virtgpu_getparam_bad_pointer(
+    fd: std::os::fd::BorrowedFd<'_>,
+    param: u64,
+) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
     let mut arg = GetParam { param, value: 8 };
     // SAFETY: `arg` is valid for the call; the kernel checks the user pointer.
     let r = unsafe { libc::ioctl(fd.as_raw_fd(), VIRTGPU_GETPARAM, &mut arg) };
+    if r < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// An argument-less ioctl `_IO('d', nr)` on `fd`: for driver ioctl numbers the
+/// driver does not define (an empty slot of its table, or past its end).
+pub fn drm_raw_ioctl(fd: std::os::fd::BorrowedFd<'_>, nr: u8) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let cmd = (u32::from(b'd') << 8 | u32::from(nr)) as libc::c_ulong;
+    // SAFETY: An `_IO` ioctl passes no argument the kernel would read or write.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), cmd, 0) };
     if r < 0 {
         Err(std::io::Error::last_os_error())
     } else {

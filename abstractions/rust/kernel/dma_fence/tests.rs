@@ -366,9 +366,11 @@ mod suite {
         })?;
         half.wait_for_completion();
         race.fire();
-        assert_eq!(race.calls.load(Relaxed), HALF as u32);
+        let calls_at_signal = race.calls.load(Relaxed);
+        // Let the registrar finish before any assert can end the test.
         go.complete_all();
         registrar.wait_for_completion();
+        assert_eq!(calls_at_signal, HALF as u32);
         assert!(race.shared.iter().all(|f| f.is_signaled()));
         assert_eq!(race.calls.load(Relaxed), HALF as u32);
         assert_eq!(race.returned.load(Relaxed), HALF as u32);
@@ -423,9 +425,11 @@ mod suite {
             let raw = |f: ARef<Fence>| ARef::into_raw(f).as_ptr().cast::<bindings::dma_fence>();
             let prev = head.take().map_or(core::ptr::null_mut(), raw);
             let contained = raw(link.shared());
-            // SAFETY: `chain` is kmalloc'ed memory for a chain node, which
-            // the chain's release frees with `kfree`; `dma_fence_chain_init`
-            // takes over the references on `prev` and `contained`.
+            // SAFETY: `chain` is memory for a chain node from the Kmalloc
+            // allocator, with `base` at offset 0, which the chain's release
+            // frees with `kfree_rcu` (as C's `dma_fence_chain_alloc` memory);
+            // `dma_fence_chain_init` takes over the references on `prev` and
+            // `contained`.
             unsafe { bindings::dma_fence_chain_init(chain, prev, contained, point as u64 + 1) };
             // SAFETY: The chain node is initialised, with one reference,
             // which `head` now owns; `chain` is not null.
@@ -434,11 +438,16 @@ mod suite {
             });
         }
         let head = head.ok_or(EINVAL)?;
-        let mut seqnos = KVec::new();
+        assert_eq!(head.seqno(), 3);
+        let mut found = KVec::new();
         for f in Unwrap::new(&head) {
-            seqnos.push(f.seqno(), GFP_KERNEL)?;
+            found.push(f.as_raw(), GFP_KERNEL)?;
         }
-        assert_eq!(seqnos[..], [3, 2, 1]);
+        // The links' own fences, newest first.
+        assert_eq!(found.len(), 3);
+        for (f, link) in found.iter().zip(links.iter().rev()) {
+            assert_eq!(*f, link.fence().as_raw());
+        }
         for link in links {
             assert!(!head.is_signaled());
             link.signal();

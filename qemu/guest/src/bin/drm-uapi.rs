@@ -220,6 +220,15 @@ fn run(fd: BorrowedFd<'_>, c: &mut Calls) {
             |v| format!("value={} int={}", v.value, v.wrote_int),
         );
     }
+    // DRM_COMMAND_BASE + 0 is an empty slot of the virtgpu table, + 0xc past its end.
+    for (name, nr) in [
+        ("virtgpu_ioctl_slot_0", 0x40),
+        ("virtgpu_ioctl_past_end", 0x4c),
+    ] {
+        c.call(name, Failure, virtgpu_guest::drm_raw_ioctl(fd, nr), |_| {
+            String::new()
+        });
+    }
     c.call(
         "virtgpu_getparam_bad_pointer",
         Failure,

@@ -11,9 +11,9 @@
 //!
 //! The device state ([`device::VirtioGpu`]) is the DRM device's registration data: it lives from
 //! probe to unbind, and ioctls reach it inside `drm_dev_enter()`. At unbind the driver resets
-//! the device and shuts the queues down first (waiters get `ENODEV`), then the DRM device is
-//! unplugged (waiting for running ioctls) and the state dropped; open files keep the DRM device
-//! itself, and their ioctls fail with `ENODEV`.
+//! the device and shuts the queues down first (waiters get `ENODEV`); after `remove` returns, the
+//! driver core drops the binding, which unplugs the DRM device (waiting for running ioctls) and
+//! drops the state. Open files keep the DRM device itself, and their ioctls fail with `ENODEV`.
 //!
 //! # Lock order
 //!

@@ -468,7 +468,8 @@ mod suite {
         reservation.fd_install(SyncFile::new(f.fence())?.into_file());
         let back = fence_from_fd(fd);
         let other = fence_from_fd(fd + 1000);
-        // SAFETY: `fd` is the descriptor installed above, in this task's table.
+        // SAFETY: `fd` is the descriptor installed above, in this task's
+        // table (the one all kernel threads share).
         let closed = unsafe { bindings::close_fd(fd as u32) };
         let back = back?;
         assert!(core::ptr::eq(&*back, f.fence()));

@@ -17,10 +17,7 @@ use crate::{
         RespDisplayInfo,
         Scanout, //
     },
-    queue::{
-        response_header,
-        CommandQueue, //
-    },
+    queue::CommandQueue,
 };
 use kernel::{
     device::Core,
@@ -50,7 +47,8 @@ pub(crate) struct Features {
 impl Features {
     pub(crate) fn negotiated(dev: &virtio::Device<Core<'_>>) -> Self {
         Self {
-            virgl: cfg!(target_endian = "little") && dev.has_feature(uapi::VIRTIO_GPU_F_VIRGL),
+            // Only offered on little-endian (see `FEATURES`), so only negotiated there.
+            virgl: dev.has_feature(uapi::VIRTIO_GPU_F_VIRGL),
             edid: dev.has_feature(uapi::VIRTIO_GPU_F_EDID),
             resource_uuid: dev.has_feature(uapi::VIRTIO_GPU_F_RESOURCE_UUID),
             resource_blob: dev.has_feature(uapi::VIRTIO_GPU_F_RESOURCE_BLOB),
@@ -171,10 +169,7 @@ fn display_info(queue: &CommandQueue<'_>, count: usize) -> Result<KVec<Scanout>>
     }
     let cmd = protocol::encode(&CtrlHdr::command(protocol::CMD_GET_DISPLAY_INFO))?;
     let resp = queue.call(cmd, size_of::<RespDisplayInfo>())?;
-    if response_header(&resp)?.ty() != protocol::RESP_OK_DISPLAY_INFO {
-        return Err(EPROTO);
-    }
-    let info = protocol::decode::<RespDisplayInfo>(&resp)?;
+    let info: RespDisplayInfo = protocol::decode_response(&resp, protocol::RESP_OK_DISPLAY_INFO)?;
     for i in 0..count {
         scanouts.push(info.scanout(i).ok_or(EPROTO)?, GFP_KERNEL)?;
     }
@@ -190,10 +185,11 @@ fn capset_infos(queue: &CommandQueue<'_>, count: u32) -> Result<KVec<CapsetInfo>
     for i in 0..count {
         let cmd = protocol::encode(&protocol::GetCapsetInfo::new(i))?;
         let resp = queue.call(cmd, size_of::<protocol::RespCapsetInfo>())?;
-        if response_header(&resp)?.ty() != protocol::RESP_OK_CAPSET_INFO {
-            return Err(EPROTO);
-        }
-        let info = protocol::decode::<protocol::RespCapsetInfo>(&resp)?.info();
+        let info = protocol::decode_response::<protocol::RespCapsetInfo>(
+            &resp,
+            protocol::RESP_OK_CAPSET_INFO,
+        )?
+        .info();
         // C accepts ids 1 to `MAX_CAPSET_ID` (63): one bit each in the capset mask.
         if !(1..=MAX_CAPSET_ID).contains(&info.id) {
             return Err(EINVAL);

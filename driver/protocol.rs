@@ -158,9 +158,18 @@ pub(crate) fn encode<T: AsBytes>(value: &T) -> Result<KVec<u8>> {
     Ok(v)
 }
 
-/// Reads a `T` from the start of a response; `EPROTO` if the device wrote less.
-pub(crate) fn decode<T: FromBytes>(bytes: &[u8]) -> Result<T> {
+/// Reads a `T` from the start of `bytes`; `EPROTO` if the device wrote less.
+fn decode<T: FromBytes>(bytes: &[u8]) -> Result<T> {
     T::from_bytes_copy_prefix(bytes)
         .map(|(v, _)| v)
         .ok_or(EPROTO)
+}
+
+/// Reads a response of type `ty` (`VIRTIO_GPU_RESP_OK_*`) as a `T`; `EPROTO` if the device
+/// answered with another type or wrote too little.
+pub(crate) fn decode_response<T: FromBytes>(resp: &[u8], ty: u32) -> Result<T> {
+    if decode::<CtrlHdr>(resp)?.ty() != ty {
+        return Err(EPROTO);
+    }
+    decode(resp)
 }

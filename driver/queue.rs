@@ -19,7 +19,6 @@
 //! Locks, in order: the queue lock (`SpinLockIrq`), then a reply's lock (`SpinLockIrq`). Nothing
 //! sleeps under either.
 
-use crate::protocol::CtrlHdr;
 use kernel::{
     interrupt::LocalInterruptDisabled,
     new_condvar, new_spinlock_irq,
@@ -251,9 +250,4 @@ impl<'a> CommandQueue<'a> {
         self.space.notify_all();
         res
     }
-}
-
-/// The header a response starts with, or `EPROTO` if it is too short.
-pub(crate) fn response_header(resp: &[u8]) -> Result<CtrlHdr> {
-    crate::protocol::decode::<CtrlHdr>(resp)
 }

@@ -63,24 +63,29 @@ pub struct ParamValue {
     pub wrote_int: bool,
 }
 
+/// `DRM_IOCTL_VIRTGPU_GETPARAM` for `param`, the driver writing to the user pointer `value`.
+fn getparam_ioctl(fd: std::os::fd::BorrowedFd<'_>, param: u64, value: u64) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let mut arg = GetParam { param, value };
+    // SAFETY: `arg` is a valid `struct drm_virtgpu_getparam` for the call; the kernel checks the
+    // user pointer `value`.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), VIRTGPU_GETPARAM, &mut arg) };
+    if r < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
 /// Asks the virtgpu driver behind `fd` for parameter `param`.
 pub fn virtgpu_getparam(
     fd: std::os::fd::BorrowedFd<'_>,
     param: u64,
 ) -> std::io::Result<ParamValue> {
-    use std::os::fd::AsRawFd;
     const PATTERN: u64 = 0xa5a5_a5a5_a5a5_a5a5;
     let mut out: u64 = PATTERN;
-    let mut arg = GetParam {
-        param,
-        value: std::ptr::addr_of_mut!(out) as u64,
-    };
-    // SAFETY: `arg` is a valid `struct drm_virtgpu_getparam` for the call, and `value` points to
-    // 8 writable bytes that outlive it.
-    let r = unsafe { libc::ioctl(fd.as_raw_fd(), VIRTGPU_GETPARAM, &mut arg) };
-    if r < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
+    // `out` is 8 writable bytes that outlive the call.
+    getparam_ioctl(fd, param, std::ptr::addr_of_mut!(out) as u64)?;
     let bytes = out.to_ne_bytes();
     let value = i32::from_ne_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
     let rest = [bytes[4], bytes[5], bytes[6], bytes[7]];
@@ -96,15 +101,7 @@ pub fn virtgpu_getparam_bad_pointer(
     fd: std::os::fd::BorrowedFd<'_>,
     param: u64,
 ) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let mut arg = GetParam { param, value: 8 };
-    // SAFETY: `arg` is valid for the call; the kernel checks the user pointer.
-    let r = unsafe { libc::ioctl(fd.as_raw_fd(), VIRTGPU_GETPARAM, &mut arg) };
-    if r < 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+    getparam_ioctl(fd, param, 8)
 }
 
 /// An argument-less ioctl `_IO('d', nr)` on `fd`: for driver ioctl numbers the

@@ -18,11 +18,16 @@ use crate::{
         Scanout, //
     },
     queue::CommandQueue,
+    DrmDevice, //
 };
 use kernel::{
     device::Core,
     interrupt::LocalInterruptDisabled,
     prelude::*,
+    sync::{
+        aref::ARef,
+        Arc, //
+    },
     uapi,
     virtio::{
         self,
@@ -89,13 +94,15 @@ pub(crate) struct Queues<'a> {
     pub(crate) control: CommandQueue<'a>,
     #[pin]
     pub(crate) cursor: CommandQueue<'a>,
+    /// The DRM device, whose data receives what completed commands leave to free.
+    pub(crate) drm: ARef<DrmDevice>,
 }
 
 impl Callbacks for Queues<'_> {
     fn queue_used(&self, index: u32, irq: &LocalInterruptDisabled) {
         match index as usize {
-            CONTROL => self.control.complete(irq),
-            CURSOR => self.cursor.complete(irq),
+            CONTROL => self.control.complete(&self.drm, irq),
+            CURSOR => self.cursor.complete(&self.drm, irq),
             _ => {}
         }
     }
@@ -105,6 +112,7 @@ impl Callbacks for Queues<'_> {
 pub(crate) struct VirtioGpu<'bound> {
     /// Keeps the queue callbacks installed while the DRM device is registered.
     _callbacks: Registration<'bound, Queues<'bound>>,
+    queues: Arc<Queues<'bound>>,
     pub(crate) features: Features,
     /// The device's blob alignment, with `VIRTIO_GPU_F_BLOB_ALIGNMENT`.
     pub(crate) blob_alignment: Option<u32>,
@@ -116,7 +124,7 @@ impl<'bound> VirtioGpu<'bound> {
     /// Gathers what the device tells about itself, once its queues work.
     pub(crate) fn new(
         dev: &'bound virtio::Device<Core<'_>>,
-        queues: &Queues<'bound>,
+        queues: Arc<Queues<'bound>>,
         callbacks: Registration<'bound, Queues<'bound>>,
         features: Features,
         num_capsets: u32,
@@ -147,11 +155,17 @@ impl<'bound> VirtioGpu<'bound> {
         let scanouts = display_info(&queues.control, num_scanouts)?;
         Ok(Self {
             _callbacks: callbacks,
+            queues,
             features,
             blob_alignment,
             capsets,
             scanouts,
         })
+    }
+
+    /// The control queue.
+    pub(crate) fn control(&self) -> &CommandQueue<'bound> {
+        &self.queues.control
     }
 
     /// The `VIRTGPU_PARAM_SUPPORTED_CAPSET_IDs` mask: bit `id` for each capset the host has

@@ -1,29 +1,215 @@
 // SPDX-License-Identifier: GPL-2.0-only
 
-//! GEM objects of the driver.
+//! GEM objects: shmem-backed buffers, each mirrored on the host by a resource.
 //!
-//! For now an object has no backing and no host resource: the DRM core needs an object type to
-//! register the device. Shmem-backed objects with host resources (`RESOURCE_CREATE_2D`,
-//! `ATTACH_BACKING`, `UNREF`) replace it. Takes no lock.
+//! Owns [`Bo`] and the life of its host resource:
+//!
+//! - **Creation** ([`Bo::create_2d`]): a new resource id (never reused, as C's default), a
+//!   shmem object, then `RESOURCE_CREATE_2D` and `RESOURCE_ATTACH_BACKING` with the
+//!   guest-physical addresses of the object's pages, pinned until it is freed. Both are sent without waiting for the answers, as C sends them; the device handles
+//!   commands in order, so any later command finds the resource.
+//! - **Release** ([`gem::DriverObject::release`]): when the last reference goes, the object's
+//!   memory still backs the host resource. The driver sends `RESOURCE_UNREF` and keeps the
+//!   memory until the device has answered; then the reclaim work item frees it (never the
+//!   interrupt handler: freeing may sleep; see [`crate::reclaim`]). If the device is already
+//!   unbound, it was reset and holds nothing: the object is freed at once. If the unref cannot
+//!   be sent, the object is leaked rather than freed under the host.
+//!
+//! Takes no lock of its own (the control queue's, through it).
 
-use crate::DrmDriver;
+use crate::{
+    device::VirtioGpu,
+    protocol::{
+        self,
+        AttachBacking,
+        CtrlHdr,
+        MemEntry,
+        ResourceCreate2d,
+        ResourceUnref, //
+    },
+    queue::{
+        Command,
+        QueueFences, //
+    },
+    reclaim::{
+        self,
+        Reclaimed, //
+    },
+    DrmDevice,
+    DrmDriver, //
+};
 use kernel::{
+    dma_fence::FenceAllocation,
+    dma_resv::{
+        Resv,
+        Usage, //
+    },
     drm::{
         self,
-        gem, //
+        device::RegisteredRef,
+        gem::{
+            self,
+            shmem,
+            Release, //
+        },
     },
-    prelude::*, //
+    prelude::*,
+    sync::{
+        aref::ARef,
+        atomic::{
+            Atomic,
+            Relaxed, //
+        },
+    },
+    transmute::AsBytes,
 };
+
+/// The driver's GEM object type.
+pub(crate) type Object = shmem::Object<Bo>;
+
+/// The size of the response to a command that returns nothing: a header.
+const NODATA: usize = size_of::<CtrlHdr>();
+
+/// The last host resource id handed out, minus one.
+static LAST_ID: Atomic<u32> = Atomic::new(0);
+
+/// A new host resource id: 2, 3, 4 and so on, never reused while the module is loaded.
+///
+/// As C's default (`virtio_gpu_virglrenderer_workaround`, on unless the `virglhack` parameter
+/// is 0): old virglrenderer breaks on a reused id, and a reused id is never the one a late
+/// unref names.
+fn new_resource_id() -> u32 {
+    loop {
+        // Wraps after 2^32 ids; 0 means "no resource" on the wire.
+        let id = LAST_ID.fetch_add(1, Relaxed).wrapping_add(2);
+        if id != 0 {
+            return id;
+        }
+    }
+}
 
 /// The driver's data of a GEM object.
 #[pin_data]
-pub(crate) struct Bo {}
+pub(crate) struct Bo {
+    resource_id: u32,
+    /// Whether a command naming the host resource was sent: the resource then needs an unref.
+    created: Atomic<bool>,
+    /// The device the resource lives on, entered again to send the unref.
+    dev: RegisteredRef<DrmDriver>,
+}
+
+/// What [`Bo::new`](gem::DriverObject::new) takes: the resource id and the device.
+pub(crate) struct BoArgs {
+    resource_id: u32,
+    dev: RegisteredRef<DrmDriver>,
+}
 
 impl gem::DriverObject for Bo {
     type Driver = DrmDriver;
-    type Args = ();
+    type Args = BoArgs;
 
-    fn new(_dev: &drm::Device<DrmDriver>, _size: usize, _args: ()) -> impl PinInit<Self, Error> {
-        try_pin_init!(Bo {})
+    fn new(_dev: &DrmDevice, _size: usize, args: BoArgs) -> impl PinInit<Self, Error> {
+        try_pin_init!(Bo {
+            resource_id: args.resource_id,
+            created: Atomic::new(false),
+            dev: args.dev,
+        })
     }
+
+    fn release(obj: Release<Self>) {
+        if !obj.data().created.load(Relaxed) {
+            return;
+        }
+        let dev = obj.data().dev.clone();
+        // Unbound: the device was reset and holds nothing; `obj` is freed on return.
+        let Some(guard) = dev.registration_guard() else {
+            return;
+        };
+        guard.registration_data_with(|gpu| unref(gpu, obj));
+    }
+}
+
+impl Bo {
+    /// The host resource id.
+    pub(crate) fn resource_id(&self) -> u32 {
+        self.resource_id
+    }
+
+    /// Creates an object of `size` bytes (a multiple of the page size) backed on the host by a
+    /// 2D resource of `width` x `height` pixels of `format` (`VIRTIO_GPU_FORMAT_*`).
+    ///
+    /// With `fence`, the creation is fenced and its fence added to the object's reservation
+    /// (as a write), before anyone else can see the object.
+    pub(crate) fn create_2d(
+        dev: &DrmDevice<drm::Registered>,
+        gpu: &VirtioGpu<'_>,
+        size: usize,
+        format: u32,
+        width: u32,
+        height: u32,
+        fence: Option<FenceAllocation<QueueFences>>,
+    ) -> Result<ARef<Object>> {
+        let id = new_resource_id();
+        let args = BoArgs {
+            resource_id: id,
+            dev: dev.registered_ref(),
+        };
+        let obj = Object::new(dev, size, shmem::ObjectConfig::default(), args)?;
+        let (entries, count) = mem_entries(&obj)?;
+
+        let control = gpu.control();
+        let create = protocol::encode(&ResourceCreate2d::new(id, format, width, height))?;
+        let create = Command::new(create, NODATA)?;
+        // `created` is set as soon as the command is out: from then on a failure's drop of
+        // `obj` must unreference the resource.
+        match fence {
+            None => {
+                control.submit(create)?;
+                obj.created.store(true, Relaxed);
+            }
+            Some(fence) => {
+                // Locked and a slot reserved first, so that the fence cannot fail to go in.
+                let resv = Resv::of_gem(&*obj);
+                let locked = resv.lock();
+                let mut slots = locked.reserve_fences(1)?;
+                let fence = control.submit_fenced(create, fence)?;
+                obj.created.store(true, Relaxed);
+                slots.add(&fence, Usage::Write)?;
+            }
+        }
+        let attach = protocol::encode(&AttachBacking::new(id, count))?;
+        control.submit(Command::with_data(attach, entries, NODATA)?)?;
+        Ok(obj)
+    }
+}
+
+/// The memory entries of `obj`'s pages, by guest-physical address (the device bypasses the DMA
+/// API: see probe), and their number. The pages stay pinned until the object is freed.
+fn mem_entries(obj: &Object) -> Result<(KVVec<u8>, u32)> {
+    let ranges = obj.pin_phys_ranges()?;
+    let mut entries = KVVec::with_capacity(ranges.len() * size_of::<MemEntry>(), GFP_KERNEL)?;
+    for r in ranges.iter() {
+        entries.extend_from_slice(MemEntry::new(r.addr, r.len).as_bytes(), GFP_KERNEL)?;
+    }
+    Ok((entries, u32::try_from(ranges.len()).map_err(|_| EINVAL)?))
+}
+
+/// Sends `RESOURCE_UNREF` for `obj`'s resource; `obj` is freed once the device has answered.
+///
+/// If the command cannot be sent, `obj` is leaked (see [`crate::reclaim`]) unless the device was
+/// reset meanwhile: the host may still read its memory.
+fn unref(gpu: &VirtioGpu<'_>, obj: Release<Bo>) {
+    let id = obj.data().resource_id();
+    let Ok(mut cmd) =
+        protocol::encode(&ResourceUnref::new(id)).and_then(|c| Command::new(c, NODATA))
+    else {
+        return reclaim::leak(obj);
+    };
+    match Reclaimed::free(obj) {
+        Ok(node) => cmd.keep_until_answered(node),
+        Err(obj) => return reclaim::leak(obj),
+    }
+    // On failure the command is dropped in here, with the object: freed if the device was
+    // reset, leaked otherwise.
+    let _ = gpu.control().submit(cmd);
 }

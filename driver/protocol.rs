@@ -137,6 +137,123 @@ impl RespCapsetInfo {
     }
 }
 
+/// `VIRTIO_GPU_RESP_ERR_UNSPEC`, the first error response type.
+pub(crate) const RESP_ERR_UNSPEC: u32 = uapi::virtio_gpu_ctrl_type_VIRTIO_GPU_RESP_ERR_UNSPEC;
+
+/// `VIRTIO_GPU_FORMAT_B8G8R8X8_UNORM`: DRM's `XRGB8888` in little-endian memory, the format of
+/// dumb buffers on little-endian guests (C's `DRM_FORMAT_HOST_XRGB8888`).
+#[cfg(target_endian = "little")]
+pub(crate) const FORMAT_HOST_XRGB8888: u32 =
+    uapi::virtio_gpu_formats_VIRTIO_GPU_FORMAT_B8G8R8X8_UNORM;
+/// `VIRTIO_GPU_FORMAT_X8R8G8B8_UNORM`: DRM's `BGRX8888`, which is `XRGB8888` in big-endian memory.
+#[cfg(target_endian = "big")]
+pub(crate) const FORMAT_HOST_XRGB8888: u32 =
+    uapi::virtio_gpu_formats_VIRTIO_GPU_FORMAT_X8R8G8B8_UNORM;
+
+/// Implements the byte views of wire structs made of little-endian integers and explicit padding
+/// only (no implicit padding, every bit pattern valid).
+macro_rules! wire_struct {
+    ($($name:ident($inner:ty)),* $(,)?) => {$(
+        #[repr(transparent)]
+        pub(crate) struct $name($inner);
+        // SAFETY: Integers and explicit padding fields only, laid out without implicit padding.
+        unsafe impl AsBytes for $name {}
+    )*};
+}
+
+wire_struct!(
+    TransferToHost2d(uapi::virtio_gpu_transfer_to_host_2d),
+    ResourceCreate2d(uapi::virtio_gpu_resource_create_2d),
+    AttachBacking(uapi::virtio_gpu_resource_attach_backing),
+    MemEntry(uapi::virtio_gpu_mem_entry),
+    ResourceUnref(uapi::virtio_gpu_resource_unref),
+);
+
+impl TransferToHost2d {
+    /// `VIRTIO_GPU_CMD_TRANSFER_TO_HOST_2D`: the host copies the rectangle `width` x `height` at
+    /// (`x`, `y`) of resource `id` from its backing, starting at byte `offset`.
+    pub(crate) fn new(id: u32, offset: u64, width: u32, height: u32, x: u32, y: u32) -> Self {
+        Self(uapi::virtio_gpu_transfer_to_host_2d {
+            hdr: CtrlHdr::command(uapi::virtio_gpu_ctrl_type_VIRTIO_GPU_CMD_TRANSFER_TO_HOST_2D).0,
+            r: uapi::virtio_gpu_rect {
+                x: x.to_le(),
+                y: y.to_le(),
+                width: width.to_le(),
+                height: height.to_le(),
+            },
+            offset: offset.to_le(),
+            resource_id: id.to_le(),
+            padding: 0,
+        })
+    }
+}
+
+impl ResourceCreate2d {
+    /// `VIRTIO_GPU_CMD_RESOURCE_CREATE_2D`: host resource `id`, `width` x `height` of `format`.
+    pub(crate) fn new(id: u32, format: u32, width: u32, height: u32) -> Self {
+        Self(uapi::virtio_gpu_resource_create_2d {
+            hdr: CtrlHdr::command(uapi::virtio_gpu_ctrl_type_VIRTIO_GPU_CMD_RESOURCE_CREATE_2D).0,
+            resource_id: id.to_le(),
+            format: format.to_le(),
+            width: width.to_le(),
+            height: height.to_le(),
+        })
+    }
+}
+
+impl AttachBacking {
+    /// `VIRTIO_GPU_CMD_RESOURCE_ATTACH_BACKING`: resource `id` is backed by the `entries`
+    /// [`MemEntry`]s that follow the command.
+    pub(crate) fn new(id: u32, entries: u32) -> Self {
+        Self(uapi::virtio_gpu_resource_attach_backing {
+            hdr: CtrlHdr::command(
+                uapi::virtio_gpu_ctrl_type_VIRTIO_GPU_CMD_RESOURCE_ATTACH_BACKING,
+            )
+            .0,
+            resource_id: id.to_le(),
+            nr_entries: entries.to_le(),
+        })
+    }
+}
+
+impl MemEntry {
+    /// `len` bytes of guest memory at the address the device uses, `addr`.
+    pub(crate) fn new(addr: u64, len: u32) -> Self {
+        Self(uapi::virtio_gpu_mem_entry {
+            addr: addr.to_le(),
+            length: len.to_le(),
+            padding: 0,
+        })
+    }
+}
+
+impl ResourceUnref {
+    /// `VIRTIO_GPU_CMD_RESOURCE_UNREF`: the host drops resource `id` and its backing.
+    pub(crate) fn new(id: u32) -> Self {
+        Self(uapi::virtio_gpu_resource_unref {
+            hdr: CtrlHdr::command(uapi::virtio_gpu_ctrl_type_VIRTIO_GPU_CMD_RESOURCE_UNREF).0,
+            resource_id: id.to_le(),
+            padding: 0,
+        })
+    }
+}
+
+/// Marks the command in `cmd` (which starts with a [`CtrlHdr`]) as fenced with `fence_id`
+/// (`VIRTIO_GPU_FLAG_FENCE`): the device answers it once the work is done, naming the fence.
+pub(crate) fn set_fence(cmd: &mut [u8], fence_id: u64) -> Result {
+    use core::mem::offset_of;
+    type Hdr = uapi::virtio_gpu_ctrl_hdr;
+    let flags = cmd
+        .get_mut(offset_of!(Hdr, flags)..offset_of!(Hdr, flags) + 4)
+        .ok_or(EINVAL)?;
+    let old = u32::from_le_bytes([flags[0], flags[1], flags[2], flags[3]]);
+    flags.copy_from_slice(&(old | uapi::VIRTIO_GPU_FLAG_FENCE).to_le_bytes());
+    cmd.get_mut(offset_of!(Hdr, fence_id)..offset_of!(Hdr, fence_id) + 8)
+        .ok_or(EINVAL)?
+        .copy_from_slice(&fence_id.to_le_bytes());
+    Ok(())
+}
+
 /// Byte offsets of the fields of `struct virtio_gpu_config`.
 pub(crate) mod config {
     use core::mem::offset_of;
@@ -159,7 +276,7 @@ pub(crate) fn encode<T: AsBytes>(value: &T) -> Result<KVec<u8>> {
 }
 
 /// Reads a `T` from the start of `bytes`; `EPROTO` if the device wrote less.
-fn decode<T: FromBytes>(bytes: &[u8]) -> Result<T> {
+pub(crate) fn decode<T: FromBytes>(bytes: &[u8]) -> Result<T> {
     T::from_bytes_copy_prefix(bytes)
         .map(|(v, _)| v)
         .ok_or(EPROTO)

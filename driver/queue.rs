@@ -10,20 +10,50 @@
 //!   interrupt handler wakes it) and the device is notified after the lock is dropped.
 //! - **Completing** ([`CommandQueue::complete`], hard IRQ): the virtqueue callback takes the same
 //!   `SpinLockIrq` with `lock_with(irq)`, since interrupts are already off, gets every used
-//!   buffer, hands each synchronous command's response to its waiter and drops the others (their
-//!   release must never sleep: a [`Command`] holds plain memory only), re-enables callbacks with
-//!   the re-check, and wakes the submitters waiting for room.
+//!   buffer, hands each synchronous command's response to its waiter, logs the error responses
+//!   of the others, passes the objects a command was freeing on to the reclaim work item (their
+//!   release may sleep; see [`crate::reclaim`]) and drops the rest (plain memory), re-enables
+//!   callbacks with the re-check, and wakes the submitters waiting for room.
 //! - **Synchronous commands** ([`CommandQueue::call`]): the waiter sleeps on its own [`Reply`],
 //!   bounded, and gets `ENODEV` at once if the command is dropped unanswered (device removed).
+//! - **Fenced commands** ([`CommandQueue::submit_fenced`]): the fence's seqno is taken, written
+//!   into the command and the fence queued on the queue's [`Timeline`] all under the queue
+//!   lock, so seqnos follow the queue's order, which is the order the device answers in. The
+//!   interrupt handler signals, after the queue lock, every fence up to the highest seqno among
+//!   the commands it completed (the command's own, not what the device wrote back). At removal
+//!   the pending fences signal with `ENODEV`.
 //!
-//! Locks, in order: the queue lock (`SpinLockIrq`), then a reply's lock (`SpinLockIrq`). Nothing
-//! sleeps under either.
+//! Locks, in order: the queue lock (`SpinLockIrq`), then a reply's lock, the reclaim list's
+//! lock or the timeline's lock (all `SpinLockIrq`); a fence's own lock after the timeline's.
+//! Nothing sleeps under any of them.
 
+use crate::{
+    protocol,
+    reclaim::{
+        self,
+        Reclaimed, //
+    },
+    DrmDevice, //
+};
 use kernel::{
+    dma_fence::{
+        driver::FenceContext,
+        Fence,
+        FenceAllocation,
+        FenceContexts,
+        FenceNames,
+        Timeline, //
+    },
     interrupt::LocalInterruptDisabled,
+    list::ListArc,
     new_condvar, new_spinlock_irq,
     prelude::*,
     sync::{
+        aref::ARef,
+        atomic::{
+            Atomic,
+            Relaxed, //
+        },
         Arc,
         CondVar,
         SpinLockIrq, //
@@ -90,32 +120,72 @@ impl Reply {
 
 /// A command buffer: what the device reads, room for what it writes, and who waits for it.
 ///
-/// Its drop never sleeps (it may run in the interrupt handler): vectors and an `Arc<Reply>`.
+/// The interrupt handler takes `reclaim` out before it drops a command; the rest never sleeps
+/// when dropped: vectors and an `Arc<Reply>`.
 pub(crate) struct Command {
     cmd: KVec<u8>,
+    /// What follows the command, if anything (an attach's memory entries; may be large).
+    data: KVVec<u8>,
     resp: KVec<u8>,
     reply: Option<Arc<Reply>>,
+    /// What to let go, in process context, once the device has answered.
+    reclaim: Option<ListArc<Reclaimed>>,
+    /// The seqno of the command's fence, if it has one.
+    fence: Option<u64>,
 }
 
 impl Command {
     /// A command of the bytes `cmd` with room for a response of `resp_len` bytes.
     pub(crate) fn new(cmd: KVec<u8>, resp_len: usize) -> Result<KBox<Self>> {
+        Self::with_data(cmd, KVVec::new(), resp_len)
+    }
+
+    /// A command of the bytes `cmd` followed by `data`, with room for a response of `resp_len`
+    /// bytes.
+    pub(crate) fn with_data(cmd: KVec<u8>, data: KVVec<u8>, resp_len: usize) -> Result<KBox<Self>> {
         let mut resp = KVec::with_capacity(resp_len, GFP_KERNEL)?;
         resp.resize(resp_len, 0, GFP_KERNEL)?;
         Ok(KBox::new(
             Self {
                 cmd,
+                data,
                 resp,
                 reply: None,
+                reclaim: None,
+                fence: None,
             },
             GFP_KERNEL,
         )?)
+    }
+
+    /// Lets `obj` go (in process context) once the device has answered this command, or was
+    /// reset before it did; an object to free is leaked if the command is dropped otherwise
+    /// (never sent).
+    pub(crate) fn keep_until_answered(&mut self, obj: ListArc<Reclaimed>) {
+        self.reclaim = Some(obj);
+    }
+
+    /// Makes this a fenced command of seqno `seqno`.
+    fn set_fence(&mut self, seqno: u64) -> Result {
+        protocol::set_fence(&mut self.cmd, seqno)?;
+        self.fence = Some(seqno);
+        Ok(())
+    }
+
+    /// Records that the device is done with this command: it answered, or it was reset.
+    fn set_device_done(&self) {
+        if let Some(obj) = &self.reclaim {
+            obj.set_device_done();
+        }
     }
 }
 
 impl Buffer for Command {
     fn describe<'a>(&'a mut self, sg: &mut Sg<'a>) -> Result {
         sg.device_reads(&self.cmd)?;
+        if !self.data.is_empty() {
+            sg.device_reads(&self.data)?;
+        }
         if !self.resp.is_empty() {
             sg.device_writes(&mut self.resp)?;
         }
@@ -132,11 +202,21 @@ impl Drop for Command {
     }
 }
 
+/// The names of the driver's fences, as C names them.
+pub(crate) struct QueueFences;
+
+impl FenceNames for QueueFences {
+    const DRIVER: &'static CStr = c"virtio_gpu";
+    const TIMELINE: &'static CStr = c"controlq";
+}
+
 /// The state the queue lock protects.
 struct QueueState<'a> {
     vq: Virtqueue<'a, Command>,
     /// Set at removal: submissions fail with `ENODEV` from then on.
     removed: bool,
+    /// The seqno of the next fenced command (the first is 1, as in C).
+    next_seqno: u64,
 }
 
 /// A virtqueue of commands, shared by the submitters and the interrupt handler.
@@ -147,44 +227,127 @@ pub(crate) struct CommandQueue<'a> {
     /// Submitters waiting for free descriptors.
     #[pin]
     space: CondVar,
+    /// The fences of the fenced commands the device has not answered, in seqno order.
+    #[pin]
+    timeline: Timeline<QueueFences>,
+    context: FenceContext<QueueFences>,
 }
 
 impl<'a> CommandQueue<'a> {
-    /// A command queue over `vq`.
-    pub(crate) fn new(vq: Virtqueue<'a, Command>) -> impl PinInit<Self> {
-        pin_init!(Self {
+    /// A command queue over `vq`, whose fences are of a new fence context.
+    pub(crate) fn new(vq: Virtqueue<'a, Command>) -> impl PinInit<Self, Error> {
+        let context = FenceContexts::new(1).and_then(|c| c.context(0).ok_or(EINVAL));
+        try_pin_init!(Self {
             inner <- new_spinlock_irq!(
-                QueueState { vq, removed: false },
+                QueueState {
+                    vq,
+                    removed: false,
+                    next_seqno: 1
+                },
                 "virtio_gpu_rs::CommandQueue::inner"
             ),
             space <- new_condvar!("virtio_gpu_rs::CommandQueue::space"),
+            timeline <- Timeline::new(),
+            context: context?,
         })
     }
 
+    /// Gives `cmd` to the device as a fenced command and notifies it; returns its fence, which
+    /// signals once the device has answered. Sleeps while the queue is full.
+    ///
+    /// `fence` is the fence's memory, allocated ahead: nothing allocates a fence under the
+    /// lock. The scatter-gather lists are, though (`GFP_ATOMIC`), since the seqno is written
+    /// into the command there. On failure the command is dropped after the lock.
+    pub(crate) fn submit_fenced(
+        &self,
+        mut cmd: KBox<Command>,
+        fence: FenceAllocation<QueueFences>,
+    ) -> Result<ARef<Fence>> {
+        let mut inner = self.inner.lock();
+        let outcome = loop {
+            if inner.removed {
+                break Err((ENODEV, cmd, true));
+            }
+            let seqno = inner.next_seqno;
+            if let Err(e) = cmd.set_fence(seqno) {
+                break Err((e, cmd, false));
+            }
+            let request = match Request::try_new(cmd, GFP_ATOMIC) {
+                Ok(r) => r,
+                Err((e, c)) => break Err((e, c, false)),
+            };
+            match inner.vq.add(request, GFP_ATOMIC) {
+                Ok(()) => {
+                    inner.next_seqno += 1;
+                    let fence = fence.init(self.context, seqno);
+                    let shared = fence.shared();
+                    // Queued before the device can answer: the interrupt handler, which takes
+                    // the queue lock first, finds it. Seqnos grow in one context, so the push
+                    // cannot be refused; were it, the dropped fence would signal `ECANCELED`.
+                    let _ = self.timeline.push(fence);
+                    break Ok((inner.vq.kick_prepare(), shared));
+                }
+                Err(e) if e.error == ENOSPC && !inner.vq.is_idle() => {
+                    cmd = e.request.into_buffer();
+                    self.space.wait(&mut inner);
+                }
+                Err(e) => break Err((e.error, e.request.into_buffer(), false)),
+            }
+        };
+        drop(inner);
+        match outcome {
+            Ok((notify, shared)) => {
+                if let Some(notify) = notify {
+                    notify.notify();
+                }
+                Ok(shared)
+            }
+            Err((error, cmd, reset)) => {
+                if reset {
+                    cmd.set_device_done();
+                }
+                Err(error)
+            }
+        }
+    }
+
     /// Gives `cmd` to the device and notifies it. Sleeps while the queue is full.
+    ///
+    /// On failure the command is dropped, after the queue lock (its drop may sleep).
     pub(crate) fn submit(&self, cmd: KBox<Command>) -> Result {
         let mut request = Request::new(cmd, GFP_KERNEL)?;
         let mut inner = self.inner.lock();
-        let notify = loop {
+        let outcome = loop {
             if inner.removed {
-                return Err(ENODEV);
+                // The device was reset: it will never see the command.
+                break Err((ENODEV, request.into_buffer(), true));
             }
             match inner.vq.add(request, GFP_ATOMIC) {
-                Ok(()) => break inner.vq.kick_prepare(),
+                Ok(()) => break Ok(inner.vq.kick_prepare()),
                 // Full: wait for the device to use buffers. Unless it holds none, then this
                 // one cannot fit even in an empty queue.
                 Err(e) if e.error == ENOSPC && !inner.vq.is_idle() => {
                     request = e.request;
                     self.space.wait(&mut inner);
                 }
-                Err(e) => return Err(e.error),
+                Err(e) => break Err((e.error, e.request.into_buffer(), false)),
             }
         };
         drop(inner);
-        if let Some(notify) = notify {
-            notify.notify();
+        match outcome {
+            Ok(notify) => {
+                if let Some(notify) = notify {
+                    notify.notify();
+                }
+                Ok(())
+            }
+            Err((error, cmd, reset)) => {
+                if reset {
+                    cmd.set_device_done();
+                }
+                Err(error)
+            }
         }
-        Ok(())
     }
 
     /// Sends `cmd`, waits (uninterruptibly, at most [`CALL_TIMEOUT_MS`]) for the response of at
@@ -215,39 +378,83 @@ impl<'a> CommandQueue<'a> {
         }
     }
 
-    /// Completes every buffer the device used. Called from the virtqueue callback.
-    pub(crate) fn complete(&self, irq: &LocalInterruptDisabled) {
+    /// Completes every buffer the device used. Called from the virtqueue callback of `dev`'s
+    /// device.
+    pub(crate) fn complete(&self, dev: &DrmDevice, irq: &LocalInterruptDisabled) {
         let mut inner = self.inner.lock_with(irq);
         let mut used = false;
+        let mut signal_until = None;
         loop {
             inner.vq.disable_cb();
             while let Some((mut cmd, len)) = inner.vq.get_buf() {
                 used = true;
+                if cmd.fence.is_some() {
+                    signal_until = core::cmp::max(signal_until, cmd.fence);
+                }
                 if let Some(reply) = cmd.reply.take() {
                     let resp = core::mem::take(&mut cmd.resp);
                     reply.answer(resp, len, irq);
+                } else {
+                    log_error_response(&cmd, len);
                 }
-                // `cmd` holds plain memory only: freeing it here does not sleep.
+                if let Some(obj) = cmd.reclaim.take() {
+                    obj.set_device_done();
+                    // Under the queue lock: see `reclaim::defer_with`.
+                    reclaim::defer_with(dev, obj, irq);
+                }
+                // What is left of `cmd` is plain memory: freeing it here does not sleep.
             }
             if inner.vq.enable_cb() {
                 break;
             }
         }
         drop(inner);
+        if let Some(seqno) = signal_until {
+            self.timeline.signal_until_with(seqno, irq);
+        }
         if used {
             self.space.notify_all();
         }
     }
 
     /// Stops the queue at removal, after the device was reset: submissions fail from now on,
-    /// every command the device held is dropped (its waiter gets `ENODEV`) and the submitters
-    /// waiting for room are woken.
+    /// every command the device held is dropped (its waiter gets `ENODEV`, its objects are
+    /// freed) and the submitters waiting for room are woken.
     pub(crate) fn shut_down(&self) -> Result {
-        let mut inner = self.inner.lock();
-        inner.removed = true;
-        let res = inner.vq.detach_unused();
-        drop(inner);
+        self.inner.lock().removed = true;
+        let res = loop {
+            // One at a time, each dropped after the lock: freeing an object may sleep.
+            let cmd = self.inner.lock().vq.detach_unused();
+            match cmd {
+                Ok(Some(cmd)) => cmd.set_device_done(),
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(e),
+            }
+        };
+        if res.is_ok() {
+            // The device holds no command any more: no pending fence will be answered.
+            self.timeline.cancel_all(ENODEV);
+        }
         self.space.notify_all();
         res
     }
+}
+
+/// How many error answers [`log_error_response`] logs: a host that fails every command must not
+/// flood the log from the interrupt handler (C rate-limits the same message).
+const LOGGED_ERRORS: u32 = 10;
+
+/// Logs the device's error answer to a command nobody waits for, as C does: the command is gone,
+/// nobody else would learn of it.
+fn log_error_response(cmd: &Command, len: u32) {
+    static COUNT: Atomic<u32> = Atomic::new(0);
+    let resp = cmd.resp.get(..len as usize).unwrap_or(&[]);
+    let Ok(hdr) = protocol::decode::<protocol::CtrlHdr>(resp) else {
+        return;
+    };
+    if hdr.ty() < protocol::RESP_ERR_UNSPEC || COUNT.fetch_add(1, Relaxed) >= LOGGED_ERRORS {
+        return;
+    }
+    let ty = protocol::decode::<protocol::CtrlHdr>(&cmd.cmd).map_or(0, |c| c.ty());
+    pr_err!("response {:#x} (command {:#x})\n", hdr.ty(), ty);
 }

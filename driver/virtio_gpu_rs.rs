@@ -5,7 +5,8 @@
 //! This file owns the two registrations: the virtio driver (id and feature tables, probe,
 //! unbind) and the DRM driver it registers per device (name, version, ioctl table). The device
 //! state lives in [`device`], the queues and their interrupt path in [`queue`], the wire format
-//! in [`protocol`], the ioctls in [`ioctl`], per-open state in [`file`], GEM objects in [`gem`].
+//! in [`protocol`], the ioctls in [`ioctl`], per-open state in [`file`], GEM objects in [`gem`],
+//! and what outlives the binding (reclaim, resource ids) in [`reclaim`].
 //!
 //! # Lifetimes
 //!
@@ -17,21 +18,26 @@
 //!
 //! # Lock order
 //!
-//! `CommandQueue::inner` (`SpinLockIrq`, per queue) -> `Reply::state` (`SpinLockIrq`, per
-//! synchronous command). The virtqueue callback (hard IRQ) takes a queue lock with `lock_with`;
-//! process context takes it with `lock()`. Nothing sleeps under either.
+//! A GEM object's reservation (`dma_resv`, a ww_mutex; only while a fenced command is submitted
+//! for it) -> `CommandQueue::inner` (`SpinLockIrq`, per queue) -> `Reply::state` (`SpinLockIrq`,
+//! per synchronous command), `DeviceData::reclaim` (`SpinLockIrq`, per device) or the queue's
+//! `Timeline` (`SpinLockIrq`, then each fence's lock). The virtqueue callback (hard IRQ) takes a
+//! queue lock with `lock_with`, and the reply and reclaim locks with `lock_with` under it; it
+//! takes the timeline's after dropping the queue lock. Process context takes them with `lock()`.
+//! Nothing sleeps under any spinlock; freeing an object (which may sleep) happens in the reclaim
+//! work item, or in process context after the locks are dropped.
 
 use kernel::{
     device::{
         Core,
         DeviceContext, //
     },
-    drm::{
-        self,
-        gem as drm_gem, //
-    },
+    drm,
     prelude::*,
-    sync::Arc,
+    sync::{
+        aref::ARef,
+        Arc, //
+    },
     uapi,
     virtio::{
         self,
@@ -45,6 +51,7 @@ mod gem;
 mod ioctl;
 mod protocol;
 mod queue;
+mod reclaim;
 
 use device::{
     Features,
@@ -91,10 +98,10 @@ pub(crate) type DrmDevice<Ctx = drm::Normal> = drm::Device<DrmDriver, Ctx>;
 
 #[vtable]
 impl drm::Driver for DrmDriver {
-    type Data = ();
+    type Data = reclaim::DeviceData;
     type RegistrationData<'a> = VirtioGpu<'a>;
     type File = file::File;
-    type Object = drm_gem::Object<gem::Bo>;
+    type Object = gem::Object;
     type ParentDevice<Ctx: DeviceContext> = virtio::Device<Ctx>;
 
     const INFO: drm::DriverInfo = drm::DriverInfo {
@@ -107,12 +114,71 @@ impl drm::Driver for DrmDriver {
 
     const FEAT_RENDER: bool = true;
 
+    fn dumb_create<'a>(
+        dev: &DrmDevice<drm::Registered>,
+        gpu: &'a VirtioGpu<'a>,
+        file: &drm::File<file::File>,
+        args: &mut uapi::drm_mode_create_dumb,
+    ) -> Result {
+        ioctl::dumb_create(dev, gpu, file, args)
+    }
+
     kernel::declare_drm_ioctls! {
+        (VIRTGPU_MAP, drm_virtgpu_map, drm::ioctl::RENDER_ALLOW, ioctl::map),
+        (
+            VIRTGPU_EXECBUFFER,
+            drm_virtgpu_execbuffer,
+            drm::ioctl::RENDER_ALLOW,
+            ioctl::no_virgl::<uapi::drm_virtgpu_execbuffer>
+        ),
         (
             VIRTGPU_GETPARAM,
             drm_virtgpu_getparam,
             drm::ioctl::RENDER_ALLOW,
             ioctl::get_param
+        ),
+        (
+            VIRTGPU_RESOURCE_CREATE,
+            drm_virtgpu_resource_create,
+            drm::ioctl::RENDER_ALLOW,
+            ioctl::resource_create
+        ),
+        (
+            VIRTGPU_RESOURCE_INFO,
+            drm_virtgpu_resource_info,
+            drm::ioctl::RENDER_ALLOW,
+            ioctl::resource_info
+        ),
+        (
+            VIRTGPU_TRANSFER_FROM_HOST,
+            drm_virtgpu_3d_transfer_from_host,
+            drm::ioctl::RENDER_ALLOW,
+            ioctl::no_virgl::<uapi::drm_virtgpu_3d_transfer_from_host>
+        ),
+        (
+            VIRTGPU_TRANSFER_TO_HOST,
+            drm_virtgpu_3d_transfer_to_host,
+            drm::ioctl::RENDER_ALLOW,
+            ioctl::transfer_to_host
+        ),
+        (VIRTGPU_WAIT, drm_virtgpu_3d_wait, drm::ioctl::RENDER_ALLOW, ioctl::wait),
+        (
+            VIRTGPU_GET_CAPS,
+            drm_virtgpu_get_caps,
+            drm::ioctl::RENDER_ALLOW,
+            ioctl::get_caps
+        ),
+        (
+            VIRTGPU_RESOURCE_CREATE_BLOB,
+            drm_virtgpu_resource_create_blob,
+            drm::ioctl::RENDER_ALLOW,
+            ioctl::not_supported::<uapi::drm_virtgpu_resource_create_blob>
+        ),
+        (
+            VIRTGPU_CONTEXT_INIT,
+            drm_virtgpu_context_init,
+            drm::ioctl::RENDER_ALLOW,
+            ioctl::not_supported::<uapi::drm_virtgpu_context_init>
         ),
     }
 }
@@ -142,14 +208,25 @@ impl virtio::Driver for VirtioGpuDriver {
         }
         let features = Features::negotiated(dev);
         features.log(dev);
+        // The host gets the guest-physical addresses of GEM objects' pages (C's path without
+        // the DMA API); a device behind an IOMMU would need them mapped for its transport.
+        if dev.has_feature(virtio::F_ACCESS_PLATFORM) {
+            dev_err!(dev, "VIRTIO_F_ACCESS_PLATFORM is not supported yet\n");
+            return Err(ENODEV);
+        }
+
+        let unregistered =
+            drm::UnregisteredDevice::<DrmDriver>::new(dev, reclaim::DeviceData::new())?;
+        let drm: ARef<DrmDevice> = (&*unregistered).into();
 
         let mut vqs = Virtqueues::<Queues<'bound>>::find(dev, &QUEUE_NAMES)?;
         let control = vqs.take::<Command>(CONTROL)?;
         let cursor = vqs.take::<Command>(CURSOR)?;
         let queues = Arc::pin_init(
-            pin_init!(Queues {
+            try_pin_init!(Queues {
                 control <- CommandQueue::new(control),
                 cursor <- CommandQueue::new(cursor),
+                drm,
             }),
             GFP_KERNEL,
         )?;
@@ -168,8 +245,15 @@ impl virtio::Driver for VirtioGpuDriver {
 
         // From here on the device may use the queues and the callbacks find `queues`.
         let callbacks = vqs.ready(queues.clone())?;
-        let gpu = VirtioGpu::new(dev, &queues, callbacks, features, num_capsets, num_scanouts)
-            .inspect_err(|e| dev_err!(dev, "device does not answer: {:?}\n", e))?;
+        let gpu = VirtioGpu::new(
+            dev,
+            queues.clone(),
+            callbacks,
+            features,
+            num_capsets,
+            num_scanouts,
+        )
+        .inspect_err(|e| dev_err!(dev, "device does not answer: {:?}\n", e))?;
         for (i, s) in gpu.scanouts.iter().enumerate() {
             dev_info!(
                 dev,
@@ -183,7 +267,6 @@ impl virtio::Driver for VirtioGpuDriver {
             );
         }
 
-        let unregistered = drm::UnregisteredDevice::<DrmDriver>::new(dev, Ok(()))?;
         // SAFETY: The registration is kept in the `Binding`, which the driver core drops when the
         // device is unbound; it is never forgotten.
         let drm =
@@ -202,6 +285,9 @@ impl virtio::Driver for VirtioGpuDriver {
                 dev_warn!(dev, "queue not drained: {:?}\n", e);
             }
         }
+        // No command can complete any more, so nothing queues the reclaim work item again: once
+        // it is idle, no code of this module runs for the device after unbind.
+        reclaim::flush(&this.queues.drm);
     }
 }
 

@@ -63,6 +63,11 @@ pub mod virtqueue;
 /// configuration space is little-endian.
 pub const F_VERSION_1: u32 = bindings::VIRTIO_F_VERSION_1;
 
+/// `VIRTIO_F_ACCESS_PLATFORM`: the device reaches guest memory through the platform's DMA
+/// translation (an IOMMU, say). Without it, the device uses guest-physical addresses and
+/// bypasses the DMA API (C's `virtio_has_dma_quirk()`).
+pub const F_ACCESS_PLATFORM: u32 = bindings::VIRTIO_F_ACCESS_PLATFORM;
+
 /// An adapter for the registration of virtio drivers.
 pub struct Adapter<T: Driver>(T);
 

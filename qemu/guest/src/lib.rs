@@ -117,3 +117,197 @@ pub fn drm_raw_ioctl(fd: std::os::fd::BorrowedFd<'_>, nr: u8) -> std::io::Result
         Ok(())
     }
 }
+
+/// The virtgpu ioctls past `GETPARAM`, with their argument structs as
+/// `include/uapi/drm/virtgpu_drm.h` (7.3) lays them out.
+pub mod virtgpu {
+    use std::os::fd::{AsRawFd, BorrowedFd};
+
+    /// `DRM_VIRTGPU_*` command numbers (added to `DRM_COMMAND_BASE`).
+    pub const MAP: u8 = 0x01;
+    pub const EXECBUFFER: u8 = 0x02;
+    pub const RESOURCE_CREATE: u8 = 0x04;
+    pub const RESOURCE_INFO: u8 = 0x05;
+    pub const TRANSFER_FROM_HOST: u8 = 0x06;
+    pub const TRANSFER_TO_HOST: u8 = 0x07;
+    pub const WAIT: u8 = 0x08;
+    pub const GET_CAPS: u8 = 0x09;
+    pub const RESOURCE_CREATE_BLOB: u8 = 0x0a;
+    pub const CONTEXT_INIT: u8 = 0x0b;
+
+    /// `VIRTGPU_WAIT_NOWAIT`.
+    pub const WAIT_NOWAIT: u32 = 1;
+
+    #[repr(C)]
+    #[derive(Default, Clone, Copy, Debug)]
+    pub struct Map {
+        pub offset: u64,
+        pub handle: u32,
+        pub pad: u32,
+    }
+
+    #[repr(C)]
+    #[derive(Default, Clone, Copy, Debug)]
+    pub struct Execbuffer {
+        pub flags: u32,
+        pub size: u32,
+        pub command: u64,
+        pub bo_handles: u64,
+        pub num_bo_handles: u32,
+        pub fence_fd: i32,
+        pub ring_idx: u32,
+        pub syncobj_stride: u32,
+        pub num_in_syncobjs: u32,
+        pub num_out_syncobjs: u32,
+        pub in_syncobjs: u64,
+        pub out_syncobjs: u64,
+    }
+
+    #[repr(C)]
+    #[derive(Default, Clone, Copy, Debug)]
+    pub struct ResourceCreate {
+        pub target: u32,
+        pub format: u32,
+        pub bind: u32,
+        pub width: u32,
+        pub height: u32,
+        pub depth: u32,
+        pub array_size: u32,
+        pub last_level: u32,
+        pub nr_samples: u32,
+        pub flags: u32,
+        pub bo_handle: u32,
+        pub res_handle: u32,
+        pub size: u32,
+        pub stride: u32,
+    }
+
+    impl ResourceCreate {
+        /// A 2D texture (`PIPE_TEXTURE_2D`) of `width` x `height` B8G8R8X8 pixels in `size`
+        /// bytes, as a driver without virgl accepts it.
+        pub fn tex_2d(width: u32, height: u32, size: u32) -> Self {
+            Self {
+                target: 2,
+                format: 2,
+                bind: 2,
+                width,
+                height,
+                depth: 1,
+                array_size: 1,
+                size,
+                ..Self::default()
+            }
+        }
+    }
+
+    #[repr(C)]
+    #[derive(Default, Clone, Copy, Debug)]
+    pub struct ResourceInfo {
+        pub bo_handle: u32,
+        pub res_handle: u32,
+        pub size: u32,
+        pub blob_mem: u32,
+    }
+
+    #[repr(C)]
+    #[derive(Default, Clone, Copy, Debug)]
+    pub struct Box3d {
+        pub x: u32,
+        pub y: u32,
+        pub z: u32,
+        pub w: u32,
+        pub h: u32,
+        pub d: u32,
+    }
+
+    /// `struct drm_virtgpu_3d_transfer_to_host`, and `_from_host` (the same layout).
+    #[repr(C)]
+    #[derive(Default, Clone, Copy, Debug)]
+    pub struct Transfer {
+        pub bo_handle: u32,
+        pub bx: Box3d,
+        pub level: u32,
+        pub offset: u32,
+        pub stride: u32,
+        pub layer_stride: u32,
+    }
+
+    #[repr(C)]
+    #[derive(Default, Clone, Copy, Debug)]
+    pub struct Wait {
+        pub handle: u32,
+        pub flags: u32,
+    }
+
+    #[repr(C)]
+    #[derive(Default, Clone, Copy, Debug)]
+    pub struct GetCaps {
+        pub cap_set_id: u32,
+        pub cap_set_ver: u32,
+        pub addr: u64,
+        pub size: u32,
+        pub pad: u32,
+    }
+
+    #[repr(C)]
+    #[derive(Default, Clone, Copy, Debug)]
+    pub struct ResourceCreateBlob {
+        pub blob_mem: u32,
+        pub blob_flags: u32,
+        pub bo_handle: u32,
+        pub res_handle: u32,
+        pub size: u64,
+        pub pad: u32,
+        pub cmd_size: u32,
+        pub cmd: u64,
+        pub blob_id: u64,
+        pub blob_hints: u32,
+        pub pad2: u32,
+    }
+
+    #[repr(C)]
+    #[derive(Default, Clone, Copy, Debug)]
+    pub struct ContextInit {
+        pub num_params: u32,
+        pub pad: u32,
+        pub ctx_set_params: u64,
+    }
+
+    /// `DRM_IOWR(DRM_COMMAND_BASE + nr, T)` on `fd` with `arg`, which the driver may update.
+    ///
+    /// # Safety
+    ///
+    /// `T` must be the argument struct of command `nr`, and any user pointer in it valid for
+    /// what the driver does with it.
+    pub unsafe fn ioctl<T>(fd: BorrowedFd<'_>, nr: u8, arg: &mut T) -> std::io::Result<()> {
+        let size = std::mem::size_of::<T>() as libc::c_ulong;
+        let cmd = (3 << 30)
+            | (size << 16)
+            | (u64::from(b'd') << 8) as libc::c_ulong
+            | libc::c_ulong::from(0x40 + nr);
+        // SAFETY: `arg` is a valid `T` for the call; the caller vouches for its pointers.
+        let r = unsafe { libc::ioctl(fd.as_raw_fd(), cmd, std::ptr::from_mut(arg)) };
+        if r < 0 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// [`ioctl`] for an argument struct without user pointers: every field is plain data, so
+    /// any value is safe to pass.
+    pub fn call<T: Plain>(fd: BorrowedFd<'_>, nr: u8, mut arg: T) -> std::io::Result<T> {
+        // SAFETY: `T: Plain` holds no pointer. With another command's `nr` the kernel copies
+        // at most `size_of::<T>()` bytes back (the size is part of the command number).
+        unsafe { ioctl(fd, nr, &mut arg) }?;
+        Ok(arg)
+    }
+
+    /// Argument structs with no user pointer in them.
+    pub trait Plain {}
+    impl Plain for Map {}
+    impl Plain for ResourceCreate {}
+    impl Plain for ResourceInfo {}
+    impl Plain for Transfer {}
+    impl Plain for Wait {}
+}

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use virtgpu_protocol::{key, Step, TRANSCRIPT};
 
 use crate::boot::{self, Boot, BootOutcome, Builds, Driver};
@@ -211,9 +211,58 @@ pub fn boot_rows(
     r
 }
 
-/// Compares the transcripts (`TRANSCRIPT` lines) of every run of
-/// `program` with the first run's.
-pub fn differential(out: &BootOutcome, program: &str) -> Verdict {
+/// Transcript cases on which a driver may differ from the first run's, each with its reason
+/// (`qemu/uapi-differences.toml`).
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct AllowedDifferences {
+    #[serde(default)]
+    allowed: Vec<Allowed>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct Allowed {
+    driver: String,
+    reason: String,
+    cases: Vec<String>,
+}
+
+impl AllowedDifferences {
+    pub fn load(path: &std::path::Path) -> Result<Self> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let a: Self =
+            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        if let Some(e) = a.allowed.iter().find(|e| e.reason.trim().is_empty()) {
+            bail!(
+                "{}: an entry for {:?} gives no reason",
+                path.display(),
+                e.cases
+            );
+        }
+        Ok(a)
+    }
+
+    /// The reason `driver` may differ on `case`, if it may.
+    fn reason(&self, driver: &str, case: &str) -> Option<&str> {
+        self.allowed
+            .iter()
+            .find(|e| e.driver == driver && e.cases.iter().any(|c| c == case))
+            .map(|e| e.reason.as_str())
+    }
+
+    /// The cases allowed to `driver`.
+    fn cases<'a>(&'a self, driver: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.allowed
+            .iter()
+            .filter(move |e| e.driver == driver)
+            .flat_map(|e| e.cases.iter().map(String::as_str))
+    }
+}
+
+/// Compares the transcripts (`TRANSCRIPT` lines) of every run of `program` with the first
+/// run's: line for line, but for the cases `allowed` lets a run's driver answer otherwise. An
+/// allowed case that does not differ fails too (the list must not outlive its reason).
+pub fn differential(out: &BootOutcome, program: &str, allowed: &AllowedDifferences) -> Verdict {
     let runs: Vec<_> = out
         .guest
         .runs
@@ -236,31 +285,64 @@ pub fn differential(out: &BootOutcome, program: &str) -> Verdict {
             .collect()
     };
     let label = |r: &crate::guest_log::ProgramRun| r.driver.map_or("no driver", Driver::name);
+    let case = |line: &str| line.split_once(':').map_or(line, |(c, _)| c).to_string();
     let first = transcript(runs[0]);
     if first.is_empty() {
         return Verdict::fail(format!("{program} printed no transcript"));
     }
+    let mut allowed_seen = 0;
     for r in &runs[1..] {
         let other = transcript(r);
-        if other != first {
-            let at = first
+        let driver = label(r);
+        let cases_first: Vec<String> = first.iter().map(|l| case(l)).collect();
+        let cases_other: Vec<String> = other.iter().map(|l| case(l)).collect();
+        if cases_first != cases_other {
+            let at = cases_first
                 .iter()
-                .zip(&other)
+                .zip(&cases_other)
                 .position(|(a, b)| a != b)
                 .unwrap_or(first.len().min(other.len()));
             return Verdict::fail(format!(
-                "transcripts differ at line {}: {} {:?} vs {} {:?}",
+                "transcripts differ at line {} (not the same calls): {} {:?} vs {} {:?}",
                 at + 1,
                 label(runs[0]),
                 first.get(at).map_or("(end)", String::as_str),
-                label(r),
+                driver,
                 other.get(at).map_or("(end)", String::as_str),
+            ));
+        }
+        for (i, (a, b)) in first.iter().zip(&other).enumerate() {
+            let c = case(a);
+            match (a == b, allowed.reason(driver, &c)) {
+                (true, None) => {}
+                (false, Some(_)) => allowed_seen += 1,
+                (false, None) => {
+                    return Verdict::fail(format!(
+                        "transcripts differ at line {}: {} {a:?} vs {driver} {b:?}",
+                        i + 1,
+                        label(runs[0]),
+                    ))
+                }
+                (true, Some(reason)) => {
+                    return Verdict::fail(format!(
+                        "{driver} no longer differs on {c} ({a:?}): drop it from the allowed differences (it was: {reason})"
+                    ))
+                }
+            }
+        }
+        if let Some(c) = allowed
+            .cases(driver)
+            .find(|c| !cases_first.iter().any(|f| f == c))
+        {
+            return Verdict::fail(format!(
+                "the allowed difference {c} of {driver} names no call of the transcript"
             ));
         }
     }
     let drivers: Vec<&str> = runs.iter().map(|r| label(r)).collect();
+    let exact = first.len() * (runs.len() - 1) - allowed_seen;
     Verdict::pass(format!(
-        "{} identical lines across {} runs ({})",
+        "{} lines x {} runs ({}): identical but {allowed_seen} allowed difference(s) (qemu/uapi-differences.toml); {exact} compared lines equal",
         first.len(),
         runs.len(),
         drivers.join(", ")
@@ -334,12 +416,21 @@ impl TestRun<'_> {
             steps.push(step);
             files.push(file);
         }
-        // Last, as it leaves no driver loaded: the Rust driver's binding
-        // (until it registers a DRM device, it cannot run the programs
-        // above).
-        if self.wants_program(&BIND) {
-            let loaded = render || uapi || wants_libdrm || !igt_items.is_empty();
+        let loaded = render || uapi || wants_libdrm || !igt_items.is_empty();
+        // The uapi transcript once more, under the Rust driver when the boot's driver is C:
+        // the differential then compares C, C reloaded and Rust. After everything that runs
+        // under the boot's driver, since it swaps drivers.
+        let uapi_rust = uapi && d != Driver::Rust;
+        if uapi_rust {
             if loaded {
+                steps.push(d.unload());
+            }
+            steps.extend([Driver::Rust.load(), run(&UAPI), Driver::Rust.unload()]);
+        }
+        // Last, as it leaves no driver loaded: the Rust driver's binding cycles (until it
+        // draws, the render check and IGT cannot run under it).
+        if self.wants_program(&BIND) {
+            if loaded && !uapi_rust {
                 steps.push(d.unload());
             }
             steps.push(run(&BIND));
@@ -379,11 +470,21 @@ impl TestRun<'_> {
             r.rows.push(Row::verdict(arch, d.name(), "render", &v));
         }
         if uapi && self.wants("differential:drm_uapi") {
+            let drivers = match uapi_rust {
+                true => format!("c/{}/rust", d.name()),
+                false => format!("c/{}", d.name()),
+            };
             r.rows.push(Row::verdict(
                 arch,
-                &format!("c/{}", d.name()),
+                &drivers,
                 "differential:drm_uapi",
-                &differential(&out, UAPI.name),
+                &differential(
+                    &out,
+                    UAPI.name,
+                    &AllowedDifferences::load(
+                        &self.ctx.project.join("qemu/uapi-differences.toml"),
+                    )?,
+                ),
             ));
         }
         if !igt_items.is_empty() {
@@ -797,19 +898,51 @@ mod tests {
 
     #[test]
     fn differential_compares_transcripts() {
+        let none = AllowedDifferences::default();
         let t = |x: &str| format!("{TRANSCRIPT}version virtio_gpu\n{TRANSCRIPT}{x}");
         let same = outcome(&guest(&[
-            ("drm-uapi", &t("a"), Exit::Code(0)),
-            ("drm-uapi", &t("a"), Exit::Code(0)),
+            ("drm-uapi", &t("a: ok"), Exit::Code(0)),
+            ("drm-uapi", &t("a: ok"), Exit::Code(0)),
         ]));
-        assert!(differential(&same, "drm-uapi").ok);
+        assert!(differential(&same, "drm-uapi", &none).ok);
         let differ = outcome(&guest(&[
-            ("drm-uapi", &t("a"), Exit::Code(0)),
-            ("drm-uapi", &t("b"), Exit::Code(0)),
+            ("drm-uapi", &t("a: ok"), Exit::Code(0)),
+            ("drm-uapi", &t("a: errno 22"), Exit::Code(0)),
         ]));
-        let v = differential(&differ, "drm-uapi");
+        let v = differential(&differ, "drm-uapi", &none);
         assert!(!v.ok && v.summary.contains("line 2"), "{v:?}");
-        let once = outcome(&guest(&[("drm-uapi", &t("a"), Exit::Code(0))]));
-        assert!(!differential(&once, "drm-uapi").ok);
+        let once = outcome(&guest(&[("drm-uapi", &t("a: ok"), Exit::Code(0))]));
+        assert!(!differential(&once, "drm-uapi", &none).ok);
+    }
+
+    #[test]
+    fn allowed_differences_are_per_driver_and_must_still_differ() {
+        let allowed: AllowedDifferences =
+            toml::from_str("[[allowed]]\ndriver = \"no driver\"\nreason = \"r\"\ncases = [\"a\"]")
+                .unwrap();
+        let t = |x: &str| format!("{TRANSCRIPT}version: ok\n{TRANSCRIPT}{x}");
+        let run = |a: &str, b: &str| {
+            outcome(&guest(&[
+                ("drm-uapi", &t(a), Exit::Code(0)),
+                ("drm-uapi", &t(b), Exit::Code(0)),
+            ]))
+        };
+        let v = differential(&run("a: ok", "a: errno 95"), "drm-uapi", &allowed);
+        assert!(v.ok && v.summary.contains("1 allowed"), "{v:?}");
+        // Another case differing is not allowed.
+        let v = differential(&run("b: ok", "b: errno 95"), "drm-uapi", &allowed);
+        assert!(!v.ok, "{v:?}");
+        // An allowed case that no longer differs fails, and so does one naming no call.
+        let v = differential(&run("a: ok", "a: ok"), "drm-uapi", &allowed);
+        assert!(!v.ok && v.summary.contains("no longer differs"), "{v:?}");
+        // Not the same calls: not a difference of answers.
+        let v = differential(&run("a: ok", "c: ok"), "drm-uapi", &allowed);
+        assert!(!v.ok && v.summary.contains("not the same calls"), "{v:?}");
+    }
+
+    #[test]
+    fn the_project_list_of_allowed_differences_parses() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        AllowedDifferences::load(&root.join("qemu/uapi-differences.toml")).unwrap();
     }
 }

@@ -227,8 +227,39 @@ impl<B: Buffer> Request<B> {
     /// Describes `buf` and builds its scatter-gather lists, allocating them with `flags`.
     ///
     /// Fails with `EINVAL` if `buf` describes no part, an empty part, parts out of order or
-    /// memory that cannot be handed to a device, and with `E2BIG` for too many parts.
-    pub fn new(mut buf: KBox<B>, flags: Flags) -> Result<Self> {
+    /// memory that cannot be handed to a device, and with `E2BIG` for too many parts. `buf` is
+    /// dropped then; see [`Request::try_new`] to get it back.
+    pub fn new(buf: KBox<B>, flags: Flags) -> Result<Self> {
+        Self::try_new(buf, flags).map_err(|(e, _)| e)
+    }
+
+    /// As [`Request::new`], but a failure gives `buf` back, so that the caller decides where it
+    /// is dropped (not under a spinlock, if its drop may sleep) or tries again.
+    pub fn try_new(mut buf: KBox<B>, flags: Flags) -> Result<Self, (Error, KBox<B>)> {
+        match Self::lists(&mut buf, flags) {
+            Ok((sgs, heads, out, ins)) => Ok(Self {
+                buf,
+                sgs,
+                heads,
+                out,
+                ins,
+            }),
+            Err(e) => Err((e, buf)),
+        }
+    }
+
+    /// Builds the scatter-gather lists of `buf`: the entries, the head of each part's list,
+    /// and the numbers of device-readable and device-writable parts.
+    #[allow(clippy::type_complexity)]
+    fn lists(
+        buf: &mut B,
+        flags: Flags,
+    ) -> Result<(
+        KVec<bindings::scatterlist>,
+        [*mut bindings::scatterlist; MAX_PARTS],
+        u32,
+        u32,
+    )> {
         let mut sg = Sg::new();
         buf.describe(&mut sg)?;
         // Plain addresses from here on: the borrow of `buf` ends, the box keeps the memory.
@@ -268,15 +299,10 @@ impl<B: Buffer> Request<B> {
             next += n;
         }
 
-        // INVARIANT: Each part has its own terminated list in `sgs`, device-readable parts first,
-        // and all name memory borrowed from `buf`'s contents, which `buf` keeps.
-        Ok(Self {
-            buf,
-            sgs,
-            heads,
-            out: out as u32,
-            ins: (count - out) as u32,
-        })
+        // INVARIANT (of the `Request` made of these): Each part has its own terminated list in
+        // `sgs`, device-readable parts first, and all name memory borrowed from `buf`'s
+        // contents, which `buf` keeps.
+        Ok((sgs, heads, out as u32, (count - out) as u32))
     }
 
     /// Gives the buffer back, for instance after the queue was found full for good.
@@ -757,30 +783,35 @@ impl<'a, B: Buffer> Virtqueue<'a, B> {
 }
 
 impl<B: Buffer> Virtqueue<'_, B> {
-    /// Detaches every buffer the device has not used and drops it, after a reset
-    /// ([`Device::reset`]), to cancel what the device still held. Does not sleep.
+    /// Takes back one buffer the device has not used, after a reset ([`Device::reset`]), to
+    /// cancel what the device still held; `None` once there is none left.
     ///
-    /// Fails with `EBUSY`, detaching nothing, while the device is live: it could still use them.
-    pub fn detach_unused(&mut self) -> Result {
+    /// The buffer is handed back rather than dropped: its drop may sleep, so a caller that
+    /// holds the queue under a spinlock drops it after unlocking.
+    ///
+    /// Fails with `EBUSY`, detaching nothing, while the device is live: it could still use it.
+    pub fn detach_unused(&mut self) -> Result<Option<KBox<B>>> {
         if self.set.device().is_live() {
             return Err(EBUSY);
         }
-        self.detach_all();
-        Ok(())
+        Ok(self.detach_one())
+    }
+
+    /// Detaches one unused buffer. The device must be reset.
+    fn detach_one(&mut self) -> Option<KBox<B>> {
+        // SAFETY: By the type invariant `vq` is valid and `&mut self` serialises the queue; the
+        // device is reset, so it uses none of the buffers.
+        let token = unsafe { bindings::virtqueue_detach_unused_buf(self.vq.as_ptr()) };
+        let token = NonNull::new(token.cast::<B>())?;
+        self.outstanding -= 1;
+        // SAFETY: By the type invariant every token is a leaked `KBox<B>`, detached once.
+        Some(unsafe { KBox::from_raw(token.as_ptr()) })
     }
 
     /// Detaches and drops every unused buffer. The device must be reset.
     fn detach_all(&mut self) {
-        loop {
-            // SAFETY: By the type invariant `vq` is valid and `&mut self` serialises the queue;
-            // the device is reset, so it uses none of the buffers.
-            let token = unsafe { bindings::virtqueue_detach_unused_buf(self.vq.as_ptr()) };
-            let Some(token) = NonNull::new(token.cast::<B>()) else {
-                break;
-            };
-            self.outstanding -= 1;
-            // SAFETY: By the type invariant every token is a leaked `KBox<B>`, detached once.
-            drop(unsafe { KBox::from_raw(token.as_ptr()) });
+        while let Some(buf) = self.detach_one() {
+            drop(buf);
         }
     }
 }

@@ -8,7 +8,11 @@
 //! the interrupt path. While bound, the driver's DRM device must be there (a primary and a
 //! render node under the virtio device), named and versioned as the C driver, and answer
 //! GETPARAM as C does for the features the driver logged; a file held open across an unbind
-//! must get `ENODEV`. The module is unloaded at the end. Reports KTAP (suite `virtio_bind`);
+//! must get `ENODEV`. Dumb buffers of several sizes must be created with C's pitch and size,
+//! mapped, written and read back through the mapping, and destroyed, many times, with no error
+//! answer from the host in the kernel log (a resource created twice, a bad backing address or an
+//! unref of an unknown resource would give one); bad arguments get C's errno. A mapped buffer
+//! must stay readable across an unbind. The module is unloaded at the end. Reports KTAP (suite `virtio_bind`);
 //! exits 0 only when every case passed.
 
 use std::fs;
@@ -136,22 +140,32 @@ fn drm_nodes(dev: &str) -> Result<Vec<String>, String> {
     Ok(nodes)
 }
 
-/// Opens `dev`'s render node.
-fn open_render(dev: &str) -> Result<fs::File, String> {
+/// Opens `dev`'s DRM node whose name starts with `kind` (`card`, `renderD`).
+fn open_node(dev: &str, kind: &str) -> Result<fs::File, String> {
     let nodes = drm_nodes(dev)?;
-    if !nodes.iter().any(|n| n.starts_with("card")) {
-        return Err(format!("{dev} has no primary node: {nodes:?}"));
-    }
-    let render = nodes
+    let node = nodes
         .iter()
-        .find(|n| n.starts_with("renderD"))
-        .ok_or_else(|| format!("{dev} has no render node: {nodes:?}"))?;
-    let path = format!("/dev/dri/{render}");
+        .find(|n| n.starts_with(kind))
+        .ok_or_else(|| format!("{dev} has no {kind} node: {nodes:?}"))?;
+    let path = format!("/dev/dri/{node}");
     fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open(&path)
         .map_err(|e| format!("cannot open {path}: {e}"))
+}
+
+/// Opens `dev`'s render node, once it has a primary node too.
+fn open_render(dev: &str) -> Result<fs::File, String> {
+    if !drm_nodes(dev)?.iter().any(|n| n.starts_with("card")) {
+        return Err(format!("{dev} has no primary node"));
+    }
+    open_node(dev, "renderD")
+}
+
+/// Opens `dev`'s primary node (dumb buffers are not render-node ioctls).
+fn open_primary(dev: &str) -> Result<fs::File, String> {
+    open_node(dev, "card")
 }
 
 /// Checks the DRM version: what the C driver reports (name, description, 0.1.0).
@@ -240,6 +254,151 @@ fn check_getparam(f: &fs::File, features: &[(String, bool)]) -> Result<(), Strin
     Ok(())
 }
 
+/// A dumb buffer mapped into this process; unmapped and destroyed when dropped.
+struct Mapped<'a> {
+    fd: std::os::fd::BorrowedFd<'a>,
+    handle: u32,
+    ptr: *mut u8,
+    len: usize,
+}
+
+impl<'a> Mapped<'a> {
+    /// Creates a `width` x `height` XRGB8888 dumb buffer and maps it, checking the pitch and
+    /// size against what C returns: `width * 4` and `width * 4 * height` rounded up to a page.
+    fn new(fd: std::os::fd::BorrowedFd<'a>, width: u32, height: u32) -> Result<Self, String> {
+        let what = format!("{width}x{height}");
+        let db = drm_ffi::mode::dumbbuffer::create(fd, width, height, 32, 0)
+            .map_err(|e| format!("create {what}: {e}"))?;
+        let want_size = (u64::from(width) * 4 * u64::from(height)).next_multiple_of(4096);
+        if db.handle == 0 || db.pitch != width * 4 || db.size != want_size {
+            let _ = drm_ffi::mode::dumbbuffer::destroy(fd, db.handle);
+            return Err(format!(
+                "create {what}: handle {}, pitch {}, size {}; C gives a handle, pitch {}, size {want_size}",
+                db.handle,
+                db.pitch,
+                db.size,
+                width * 4
+            ));
+        }
+        let mut this = Self {
+            fd,
+            handle: db.handle,
+            ptr: std::ptr::null_mut(),
+            len: db.size as usize,
+        };
+        let map = drm_ffi::mode::dumbbuffer::map(fd, db.handle, 0, 0)
+            .map_err(|e| format!("map {what}: {e}"))?;
+        // SAFETY: A fresh shared mapping of the buffer's fake offset on the DRM file; nothing else
+        // in this process uses the range, which `Drop` unmaps.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                this.len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                std::os::fd::AsRawFd::as_raw_fd(&fd),
+                map.offset as libc::off_t,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(format!("mmap {what}: {}", std::io::Error::last_os_error()));
+        }
+        this.ptr = ptr.cast();
+        Ok(this)
+    }
+
+    fn bytes(&mut self) -> &mut [u8] {
+        // SAFETY: `ptr` maps `len` bytes, read-write, for as long as `self` lives.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+    }
+
+    /// Fills the buffer with a pattern of `seed` and checks it reads back.
+    fn write_and_check(&mut self, seed: u8) -> Result<(), String> {
+        let pattern = |i: usize| (i as u8).wrapping_mul(31).wrapping_add(seed);
+        for (i, b) in self.bytes().iter_mut().enumerate() {
+            *b = pattern(i);
+        }
+        self.check(seed)
+    }
+
+    /// Checks the buffer holds the pattern of `seed`.
+    fn check(&mut self, seed: u8) -> Result<(), String> {
+        let pattern = |i: usize| (i as u8).wrapping_mul(31).wrapping_add(seed);
+        match self
+            .bytes()
+            .iter()
+            .enumerate()
+            .find(|(i, b)| **b != pattern(*i))
+        {
+            Some((i, b)) => Err(format!("byte {i} reads {b}, {} was written", pattern(i))),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Mapped<'_> {
+    fn drop(&mut self) {
+        if !self.ptr.is_null() {
+            // SAFETY: `ptr`/`len` is our mapping, not used after this.
+            unsafe { libc::munmap(self.ptr.cast(), self.len) };
+        }
+        let _ = drm_ffi::mode::dumbbuffer::destroy(self.fd, self.handle);
+    }
+}
+
+/// The host's error answers the driver logged (`<module>: response 0x... (command 0x...)`).
+fn host_errors(module: &str) -> Result<Vec<String>, String> {
+    let prefix = format!("{module}: response ");
+    Ok(kernel_log()?
+        .into_iter()
+        .filter(|l| l.starts_with(&prefix))
+        .collect())
+}
+
+/// Dumb buffers: sizes, mapping, C's errnos, and `cycles` create/map/write/destroy rounds, with
+/// no error answer from the host meanwhile.
+fn check_dumb_buffers(module: &str, f: &fs::File, cycles: u32) -> Result<String, String> {
+    let fd = f.as_fd();
+    let errors_before = host_errors(module)?.len();
+    for (w, h) in [(64, 64), (1, 1), (1280, 800), (4097, 3)] {
+        Mapped::new(fd, w, h)?
+            .write_and_check(w as u8)
+            .map_err(|e| format!("{w}x{h}: {e}"))?;
+    }
+    // C refuses any bpp but 32 with EINVAL; the core refuses a zero width with EINVAL.
+    for (w, h, bpp, what) in [(64, 64, 24, "bpp 24"), (0, 64, 32, "width 0")] {
+        match drm_ffi::mode::dumbbuffer::create(fd, w, h, bpp, 0) {
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
+            Ok(db) => {
+                let _ = drm_ffi::mode::dumbbuffer::destroy(fd, db.handle);
+                return Err(format!("create with {what}: succeeded, C gives EINVAL"));
+            }
+            Err(e) => return Err(format!("create with {what}: {e}, C gives EINVAL")),
+        }
+    }
+    // Several alive at once, then freed in another order than created.
+    for round in 0..cycles {
+        let mut live = Vec::new();
+        for i in 0..4u32 {
+            let mut m = Mapped::new(fd, 256 + i, 64)?;
+            m.write_and_check((round + i) as u8)
+                .map_err(|e| format!("round {round}: {e}"))?;
+            live.push(m);
+        }
+        live.swap(0, 3);
+    }
+    let errors = host_errors(module)?;
+    if errors.len() > errors_before {
+        return Err(format!(
+            "the host answered with errors: {:?}",
+            &errors[errors_before..]
+        ));
+    }
+    Ok(format!(
+        "4 sizes, 2 bad arguments, {cycles} rounds of 4 buffers; no host error"
+    ))
+}
+
 fn write_attr(path: PathBuf, value: &str) -> Result<(), String> {
     fs::write(&path, value).map_err(|e| format!("cannot write {value} to {}: {e}", path.display()))
 }
@@ -288,16 +447,30 @@ fn main() -> ExitCode {
         }
     }
 
+    let dumb = open_primary(&dev).and_then(|f| check_dumb_buffers(&module, &f, 50));
+    if k.check("dumb_buffers", &dumb) {
+        if let Ok(d) = &dumb {
+            k.diag(d);
+        }
+    }
+
     let drv = Path::new("/sys/bus/virtio/drivers").join(&module);
 
     // A file open across an unbind: its ioctls fail with ENODEV, and closing it later is fine.
+    // A dumb buffer mapped before the unbind still reads what was written.
     let held = drm.and_then(|f| {
+        let primary = open_primary(&dev)?;
+        let mut mapped = Mapped::new(primary.as_fd(), 640, 480)?;
+        mapped.write_and_check(7)?;
         let before = display_lines(&module, &dev)?.len();
         write_attr(drv.join("unbind"), &dev)?;
         let r = virtgpu_getparam(f.as_fd(), 1);
+        let kept = mapped.check(7);
+        drop(mapped);
         write_attr(drv.join("bind"), &dev)?;
         wait_bound(&module, &dev, before)?;
         drop(f);
+        kept.map_err(|e| format!("mapping after unbind: {e}"))?;
         match r {
             Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(()),
             other => Err(format!("GETPARAM after unbind: want ENODEV, got {other:?}")),

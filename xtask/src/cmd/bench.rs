@@ -149,6 +149,39 @@ pub fn floor_rows(on: &[(String, f64)], off: &[(String, f64)]) -> Vec<FloorRow> 
     .collect()
 }
 
+/// The guest program that times the uapi paths under a driver.
+const DRIVER_BENCH: &str = "drm-bench";
+
+/// Reads `drm_bench: <case> ns=<n>` lines (the output of one run of [`DRIVER_BENCH`]).
+pub fn parse_driver_bench(lines: &[&str]) -> Vec<(String, f64)> {
+    lines
+        .iter()
+        .filter_map(|l| {
+            let rest = l.split("drm_bench: ").nth(1)?;
+            let mut words = rest.split_whitespace();
+            let case = words.next()?;
+            let ns = words.find_map(|w| w.strip_prefix("ns="))?.parse().ok()?;
+            Some((case.to_string(), ns))
+        })
+        .collect()
+}
+
+/// The steps that run [`DRIVER_BENCH`] under C, then under Rust, leaving no driver loaded.
+fn driver_bench_steps() -> Vec<Step> {
+    let run = || Step::Run {
+        program: DRIVER_BENCH.into(),
+        args: Vec::new(),
+    };
+    vec![
+        Driver::C.load(),
+        run(),
+        Driver::C.unload(),
+        Driver::Rust.load(),
+        run(),
+        Driver::Rust.unload(),
+    ]
+}
+
 /// `cargo xtask bench`.
 pub fn run(
     cache_dir: Option<PathBuf>,
@@ -161,7 +194,8 @@ pub fn run(
     let mut builds = Builds::default();
     let mut failed = false;
     let mut records = Vec::new();
-    let mut steps: Vec<Step> = driver.map(Driver::load).into_iter().collect();
+    let mut steps = driver_bench_steps();
+    steps.extend(driver.map(Driver::load));
     steps.extend(BENCH_MODULES.iter().map(|m| Step::Load {
         module: m.to_string(),
         params: Vec::new(),
@@ -185,13 +219,38 @@ pub fn run(
             failed |= !bench_boot_ok(arch, &out, &steps, &format!("{prefix}: done"), found);
         }
         failed |= !bench_boot_ok(arch, &out, &steps, "arc_bench: done", !arc_on.is_empty());
+        let driver_runs: Vec<(Option<Driver>, Vec<(String, f64)>)> = out
+            .guest
+            .runs
+            .iter()
+            .filter(|r| r.program == DRIVER_BENCH)
+            .map(|r| (r.driver, parse_driver_bench(&r.output(&out.log))))
+            .collect();
+        let of = |d: Driver| {
+            driver_runs
+                .iter()
+                .find(|(rd, _)| *rd == Some(d))
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default()
+        };
+        let (c_cases, rust_cases) = (of(Driver::C), of(Driver::Rust));
+        failed |= !bench_boot_ok(
+            arch,
+            &out,
+            &steps,
+            "drm_bench: done",
+            !c_cases.is_empty() && c_cases.len() == rust_cases.len(),
+        );
 
-        // The option-off kernel is built without DRM: no driver there.
+        // The option-off kernel is built without DRM: no driver there, so nothing that needs one.
         let off_steps: Vec<Step> = steps
             .iter()
-            .filter(
-                |s| !matches!(s, Step::Load { module, .. } if Driver::of_module(module).is_some()),
-            )
+            .filter(|s| match s {
+                Step::Load { module, .. } | Step::Unload { module } => {
+                    Driver::of_module(module).is_none()
+                }
+                Step::Run { program, .. } => program != DRIVER_BENCH,
+            })
             .cloned()
             .collect();
         let off = builds.get(&ctx, arch, Some(ARC_OFF_VARIANT))?;
@@ -249,6 +308,22 @@ pub fn run(
                 }));
                 }
             }
+        }
+        println!(
+            "\n{arch}: the drivers' uapi paths from userspace ({DRIVER_BENCH}, C then Rust in one boot; goal: ratio <= 1)"
+        );
+        println!(
+            "{:<26} {:>12} {:>12} {:>8}",
+            "driver case", "rust ns/op", "c ns/op", "ratio"
+        );
+        for (case, c_ns) in &c_cases {
+            let rust_ns = rust_cases.iter().find(|(c, _)| c == case).map(|(_, v)| *v);
+            let ratio = rust_ns.map_or(f64::NAN, |r| r / c_ns);
+            let r_s = rust_ns.map_or("-".to_string(), |r| format!("{r:.0}"));
+            println!("{case:<26} {r_s:>12} {c_ns:>12.0} {ratio:>8.3}");
+            records.push(serde_json::json!({
+                "arch": arch, "clocksource": clock(&out), "bench": "drm_bench", "case": case, "rust_ns": rust_ns, "c_ns": c_ns, "ratio": ratio,
+            }));
         }
         println!(
             "\n{:<26} {:>12} {:>12} {:>8}",
@@ -319,6 +394,23 @@ mod tests {
         );
         // A case missing on either kernel gives no row, not a pass.
         assert!(floor_rows(&on, &[]).is_empty());
+    }
+
+    #[test]
+    fn driver_bench_lines_are_parsed() {
+        let lines = [
+            "drm_bench: dumb_cycle ns=1200",
+            "drm_bench: transfer_4mib ns=90000 mb_per_s=44.4",
+            "drm_bench: done",
+            "drm_bench: broken ns=x",
+        ];
+        assert_eq!(
+            parse_driver_bench(&lines),
+            vec![
+                ("dumb_cycle".to_string(), 1200.0),
+                ("transfer_4mib".to_string(), 90000.0)
+            ]
+        );
     }
 
     #[test]

@@ -1,19 +1,20 @@
 //! Loads the Rust driver, checks that it takes the virtio-gpu device and talks to it, then
 //! unbinds and binds it through sysfs and reloads the module, many times.
 //!
-//! Usage: `virtio-bind [module] [rebinds] [reloads]` (defaults: `virtio_gpu_rs`, 10, 5). The C
+//! Usage: `virtio-bind [module] [rebinds] [reloads]` (defaults: `virtio_gpu_rs`, 50, 20). The C
 //! driver must not be loaded. Every bind must end with the device bound to `module` and a new
 //! display-info line of the driver in the kernel log (`<module> virtioN: scanout 0: WxH...`),
 //! which proves that a command went out on the control queue and its response came back through
 //! the interrupt path. While bound, the driver's DRM device must be there (a primary and a
 //! render node under the virtio device), named and versioned as the C driver, and answer
-//! GETPARAM as C does for the features the driver logged; a file held open across an unbind
-//! must get `ENODEV`. Dumb buffers of several sizes must be created with C's pitch and size,
-//! mapped, written and read back through the mapping, and destroyed, many times, with no error
-//! answer from the host in the kernel log (a resource created twice, a bad backing address or an
-//! unref of an unknown resource would give one); bad arguments get C's errno. A mapped buffer
-//! must stay readable across an unbind. The module is unloaded at the end. Reports KTAP (suite `virtio_bind`);
-//! exits 0 only when every case passed.
+//! GETPARAM as C does for the features the driver logged. Dumb buffers of several sizes must be
+//! created with C's pitch and size, mapped, written and read back through the mapping, and
+//! destroyed, many times, with no error answer from the host in the kernel log (a resource
+//! created twice, a bad backing address or an unref of an unknown resource would give one); bad
+//! arguments get C's errno. In every unbind/bind cycle a client holds the render node open with
+//! a mapped, written resource: after the unbind its next ioctl must get `ENODEV` and its mapping
+//! must still read back. The module is unloaded at the end. Reports KTAP (suite
+//! `virtio_bind`); exits 0 only when every case passed.
 
 use std::fs;
 use std::io::Read;
@@ -25,7 +26,7 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use virtgpu_guest::{
-    drm_raw_ioctl, run, virtgpu_getparam, virtgpu_getparam_bad_pointer, VIRTGPU_PARAMS,
+    drm_raw_ioctl, run, virtgpu, virtgpu_getparam, virtgpu_getparam_bad_pointer, VIRTGPU_PARAMS,
 };
 use virtgpu_protocol::ktap::Suite;
 
@@ -280,24 +281,61 @@ impl<'a> Mapped<'a> {
                 width * 4
             ));
         }
-        let mut this = Self {
-            fd,
-            handle: db.handle,
-            ptr: std::ptr::null_mut(),
-            len: db.size as usize,
-        };
         let map = drm_ffi::mode::dumbbuffer::map(fd, db.handle, 0, 0)
             .map_err(|e| format!("map {what}: {e}"))?;
-        // SAFETY: A fresh shared mapping of the buffer's fake offset on the DRM file; nothing else
-        // in this process uses the range, which `Drop` unmaps.
+        Self::map(fd, db.handle, db.size as usize, map.offset, &what)
+    }
+
+    /// Creates a `width` x `height` 2D resource with `DRM_IOCTL_VIRTGPU_RESOURCE_CREATE` (a
+    /// render-node ioctl) and maps it through `DRM_IOCTL_VIRTGPU_MAP`.
+    fn resource(fd: std::os::fd::BorrowedFd<'a>, width: u32, height: u32) -> Result<Self, String> {
+        let what = format!("resource {width}x{height}");
+        let size = width * height * 4;
+        let rc = virtgpu::call(
+            fd,
+            virtgpu::RESOURCE_CREATE,
+            virtgpu::ResourceCreate::tex_2d(width, height, size),
+        )
+        .map_err(|e| format!("create {what}: {e}"))?;
+        let map = virtgpu::Map {
+            handle: rc.bo_handle,
+            ..Default::default()
+        };
+        let map = match virtgpu::call(fd, virtgpu::MAP, map) {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = drm_ffi::gem::close(fd, rc.bo_handle);
+                return Err(format!("map {what}: {e}"));
+            }
+        };
+        Self::map(fd, rc.bo_handle, size as usize, map.offset, &what)
+    }
+
+    /// Maps `len` bytes of object `handle` at the fake offset `offset`; the object is closed on
+    /// failure.
+    fn map(
+        fd: std::os::fd::BorrowedFd<'a>,
+        handle: u32,
+        len: usize,
+        offset: u64,
+        what: &str,
+    ) -> Result<Self, String> {
+        let mut this = Self {
+            fd,
+            handle,
+            ptr: std::ptr::null_mut(),
+            len,
+        };
+        // SAFETY: A fresh shared mapping of the object's fake offset on the DRM file; nothing
+        // else in this process uses the range, which `Drop` unmaps.
         let ptr = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
-                this.len,
+                len,
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_SHARED,
                 std::os::fd::AsRawFd::as_raw_fd(&fd),
-                map.offset as libc::off_t,
+                offset as libc::off_t,
             )
         };
         if ptr == libc::MAP_FAILED {
@@ -342,7 +380,7 @@ impl Drop for Mapped<'_> {
             // SAFETY: `ptr`/`len` is our mapping, not used after this.
             unsafe { libc::munmap(self.ptr.cast(), self.len) };
         }
-        let _ = drm_ffi::mode::dumbbuffer::destroy(self.fd, self.handle);
+        let _ = drm_ffi::gem::close(self.fd, self.handle);
     }
 }
 
@@ -409,8 +447,8 @@ fn main() -> ExitCode {
         .first()
         .cloned()
         .unwrap_or_else(|| "virtio_gpu_rs".into());
-    let rebinds: u32 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(10);
-    let reloads: u32 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(5);
+    let rebinds: u32 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(50);
+    let reloads: u32 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(20);
     let mut k = Suite::start("virtio_bind", None);
 
     let dev = match gpu_device() {
@@ -458,7 +496,8 @@ fn main() -> ExitCode {
 
     // A file open across an unbind: its ioctls fail with ENODEV, and closing it later is fine.
     // A dumb buffer mapped before the unbind still reads what was written.
-    let held = drm.and_then(|f| {
+    drop(drm);
+    let held = open_render(&dev).and_then(|f| {
         let primary = open_primary(&dev)?;
         let mut mapped = Mapped::new(primary.as_fd(), 640, 480)?;
         mapped.write_and_check(7)?;
@@ -478,19 +517,34 @@ fn main() -> ExitCode {
     });
     k.check("unbind_with_open_file", &held);
 
+    // Each cycle with a client holding the render node open and a mapped, written resource:
+    // after the unbind its next ioctl fails with ENODEV and its mapping still reads back.
     let cycles = (0..rebinds).try_for_each(|i| {
+        let at = |e: String| format!("cycle {i}: {e}");
+        let client = open_render(&dev).map_err(at)?;
+        let mut mapped = Mapped::resource(client.as_fd(), 64, 64).map_err(at)?;
+        mapped.write_and_check(i as u8).map_err(at)?;
         let before = display_lines(&module, &dev)?.len();
         write_attr(drv.join("unbind"), &dev)?;
         if let Some(d) = bound_driver(&dev) {
-            return Err(format!("cycle {i}: still bound to {d} after unbind"));
+            return Err(at(format!("still bound to {d} after unbind")));
         }
+        match virtgpu_getparam(client.as_fd(), 1) {
+            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => {}
+            other => return Err(at(format!("GETPARAM after unbind: {other:?}, want ENODEV"))),
+        }
+        mapped
+            .check(i as u8)
+            .map_err(|e| at(format!("mapping after unbind: {e}")))?;
+        drop(mapped);
+        drop(client);
         write_attr(drv.join("bind"), &dev)?;
-        let line = wait_bound(&module, &dev, before).map_err(|e| format!("cycle {i}: {e}"))?;
-        check_mode(&line).map_err(|e| format!("cycle {i}: {e}"))
+        let line = wait_bound(&module, &dev, before).map_err(at)?;
+        check_mode(&line).map_err(at)
     });
     if k.check("rebind_cycles", &cycles) {
         k.diag(&format!(
-            "{rebinds} unbind/bind cycles, each answered by the device"
+            "{rebinds} unbind/bind cycles, each with a client holding a mapped, written resource, each bind answered by the device"
         ));
     }
 

@@ -1,0 +1,156 @@
+//! Times the driver's uapi paths from userspace, the same way under either driver, so that
+//! `cargo xtask bench` can set the Rust driver against C in one boot.
+//!
+//! Prints `drm_bench: <case> ns=<ns per operation>` for each case, then `drm_bench: done`:
+//!
+//! - `dumb_cycle`: create a 256x256 dumb buffer, map it (ioctl and `mmap`), write a byte,
+//!   unmap, destroy; the object's release (the host unref and the deferred free) included.
+//! - `create_wait`: `RESOURCE_CREATE` of a 64x64 resource, then `WAIT` on it: the fenced
+//!   command's round trip, from submission through the device and the interrupt handler that
+//!   signals the fence to the waiter woken; then the handle is closed.
+//! - `transfer_4mib`: `TRANSFER_TO_HOST` of a whole 1024x1024 (4 MiB) resource; after the
+//!   last one a fenced `RESOURCE_CREATE` and its `WAIT` drain the queue (the device answers in
+//!   order), inside the timed span. `mb_per_s` gives the throughput.
+//!
+//! Usage: `drm-bench [card]` (default `/dev/dri/card0`). Exits non-zero if a call fails.
+
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use virtgpu_guest::virtgpu;
+
+/// Rounds of each case: enough for a stable mean under TCG, few enough to stay short.
+const CYCLES: u32 = 200;
+const TRANSFERS: u32 = 20;
+
+type Res<T> = Result<T, String>;
+
+fn create(fd: BorrowedFd<'_>, w: u32, h: u32) -> Res<virtgpu::ResourceCreate> {
+    virtgpu::call(
+        fd,
+        virtgpu::RESOURCE_CREATE,
+        virtgpu::ResourceCreate::tex_2d(w, h, w * h * 4),
+    )
+    .map_err(|e| format!("RESOURCE_CREATE {w}x{h}: {e}"))
+}
+
+fn wait(fd: BorrowedFd<'_>, handle: u32) -> Res<()> {
+    virtgpu::call(fd, virtgpu::WAIT, virtgpu::Wait { handle, flags: 0 })
+        .map(drop)
+        .map_err(|e| format!("WAIT: {e}"))
+}
+
+fn close(fd: BorrowedFd<'_>, handle: u32) -> Res<()> {
+    drm_ffi::gem::close(fd, handle)
+        .map(drop)
+        .map_err(|e| format!("GEM_CLOSE: {e}"))
+}
+
+fn dumb_cycle(fd: BorrowedFd<'_>) -> Res<()> {
+    let db = drm_ffi::mode::dumbbuffer::create(fd, 256, 256, 32, 0)
+        .map_err(|e| format!("CREATE_DUMB: {e}"))?;
+    let map = drm_ffi::mode::dumbbuffer::map(fd, db.handle, 0, 0)
+        .map_err(|e| format!("MAP_DUMB: {e}"))?;
+    let len = db.size as usize;
+    // SAFETY: A fresh shared mapping of the buffer's fake offset; unmapped below, used only here.
+    let ptr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            fd.as_raw_fd(),
+            map.offset as libc::off_t,
+        )
+    };
+    if ptr == libc::MAP_FAILED {
+        return Err(format!("mmap: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: `ptr` maps `len` > 0 writable bytes.
+    unsafe {
+        ptr.cast::<u8>().write_volatile(1);
+        libc::munmap(ptr, len);
+    }
+    drm_ffi::mode::dumbbuffer::destroy(fd, db.handle)
+        .map(drop)
+        .map_err(|e| format!("DESTROY_DUMB: {e}"))
+}
+
+fn create_wait(fd: BorrowedFd<'_>) -> Res<()> {
+    let r = create(fd, 64, 64)?;
+    wait(fd, r.bo_handle)?;
+    close(fd, r.bo_handle)
+}
+
+/// `TRANSFERS` transfers of a 4 MiB resource, drained; returns the time they took.
+fn transfers(fd: BorrowedFd<'_>) -> Res<std::time::Duration> {
+    let r = create(fd, 1024, 1024)?;
+    wait(fd, r.bo_handle)?;
+    let transfer = virtgpu::Transfer {
+        bo_handle: r.bo_handle,
+        bx: virtgpu::Box3d {
+            w: 1024,
+            h: 1024,
+            d: 1,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let start = Instant::now();
+    for _ in 0..TRANSFERS {
+        virtgpu::call(fd, virtgpu::TRANSFER_TO_HOST, transfer)
+            .map_err(|e| format!("TRANSFER_TO_HOST: {e}"))?;
+    }
+    let marker = create(fd, 1, 1)?;
+    wait(fd, marker.bo_handle)?;
+    let took = start.elapsed();
+    close(fd, marker.bo_handle)?;
+    close(fd, r.bo_handle)?;
+    Ok(took)
+}
+
+/// Runs `op` `n` times; prints and returns ns per run.
+fn timed(case: &str, n: u32, mut op: impl FnMut() -> Res<()>) -> Res<f64> {
+    op()?; // warm-up, not timed
+    let start = Instant::now();
+    for _ in 0..n {
+        op()?;
+    }
+    let ns = start.elapsed().as_nanos() as f64 / f64::from(n);
+    println!("drm_bench: {case} ns={ns:.0}");
+    Ok(ns)
+}
+
+fn run(fd: BorrowedFd<'_>) -> Res<()> {
+    timed("dumb_cycle", CYCLES, || dumb_cycle(fd))?;
+    timed("create_wait", CYCLES, || create_wait(fd))?;
+    transfers(fd)?; // warm-up
+    let took = transfers(fd)?;
+    let ns = took.as_nanos() as f64 / f64::from(TRANSFERS);
+    let mb_per_s = 4.0 * f64::from(TRANSFERS) / took.as_secs_f64();
+    println!("drm_bench: transfer_4mib ns={ns:.0} mb_per_s={mb_per_s:.1}");
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let card = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "/dev/dri/card0".into());
+    let r = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&card)
+        .map_err(|e| format!("opening {card}: {e}"))
+        .and_then(|f| run(f.as_fd()));
+    match r {
+        Ok(()) => {
+            println!("drm_bench: done");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("drm-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -4,7 +4,7 @@
 //!
 //! Owns [`Bo`] and the life of its host resource:
 //!
-//! - **Creation** ([`Bo::create_2d`]): a new resource id (never reused, as C's default), a
+//! - **Creation** ([`Bo::create_2d`]): a new resource id (not reused, as C's default), a
 //!   shmem object, then `RESOURCE_CREATE_2D` and `RESOURCE_ATTACH_BACKING` with the
 //!   guest-physical addresses of the object's pages, pinned until it is freed. Both are sent without waiting for the answers, as C sends them; the device handles
 //!   commands in order, so any later command finds the resource.
@@ -73,7 +73,8 @@ const NODATA: usize = size_of::<CtrlHdr>();
 /// The last host resource id handed out, minus one.
 static LAST_ID: Atomic<u32> = Atomic::new(0);
 
-/// A new host resource id: 2, 3, 4 and so on, never reused while the module is loaded.
+/// A new host resource id: 2, 3, 4 and so on, not reused while the module is loaded (until
+/// the counter wraps after 2^32 ids, as C's).
 ///
 /// As C's default (`virtio_gpu_virglrenderer_workaround`, on unless the `virglhack` parameter
 /// is 0): old virglrenderer breaks on a reused id, and a reused id is never the one a late

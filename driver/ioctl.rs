@@ -107,7 +107,9 @@ pub(crate) fn dumb_create(
         return Err(EINVAL);
     }
     let pitch = args.width.checked_mul(4).ok_or(EINVAL)?;
-    let size = (pitch.checked_mul(args.height).ok_or(EINVAL)? as usize).next_multiple_of(PAGE_SIZE);
+    let size = (pitch.checked_mul(args.height).ok_or(EINVAL)? as usize)
+        .checked_next_multiple_of(PAGE_SIZE)
+        .ok_or(EINVAL)?;
     // Written before the object exists, as C writes it.
     args.size = size as u64;
     let obj = Bo::create_2d(
@@ -159,7 +161,10 @@ pub(crate) fn resource_create(
     }
     let size = match args.size {
         0 => PAGE_SIZE,
-        n => (n as usize).next_multiple_of(PAGE_SIZE),
+        // Cannot overflow on 64-bit; on 32-bit a size near 4 GiB could.
+        n => (n as usize)
+            .checked_next_multiple_of(PAGE_SIZE)
+            .ok_or(EINVAL)?,
     };
     let fence = FenceAllocation::new(GFP_KERNEL)?;
     let obj = Bo::create_2d(

@@ -61,6 +61,7 @@ use kernel::{
     time::Jiffies,
     virtio::virtqueue::{
         Buffer,
+        Notify,
         Request,
         Sg,
         Virtqueue, //
@@ -295,20 +296,7 @@ impl<'a> CommandQueue<'a> {
             }
         };
         drop(inner);
-        match outcome {
-            Ok((notify, shared)) => {
-                if let Some(notify) = notify {
-                    notify.notify();
-                }
-                Ok(shared)
-            }
-            Err((error, cmd, reset)) => {
-                if reset {
-                    cmd.set_device_done();
-                }
-                Err(error)
-            }
-        }
+        settle(outcome)
     }
 
     /// Gives `cmd` to the device and notifies it. Sleeps while the queue is full.
@@ -323,7 +311,7 @@ impl<'a> CommandQueue<'a> {
                 break Err((ENODEV, request.into_buffer(), true));
             }
             match inner.vq.add(request, GFP_ATOMIC) {
-                Ok(()) => break Ok(inner.vq.kick_prepare()),
+                Ok(()) => break Ok((inner.vq.kick_prepare(), ())),
                 // Full: wait for the device to use buffers. Unless it holds none, then this
                 // one cannot fit even in an empty queue.
                 Err(e) if e.error == ENOSPC && !inner.vq.is_idle() => {
@@ -334,20 +322,7 @@ impl<'a> CommandQueue<'a> {
             }
         };
         drop(inner);
-        match outcome {
-            Ok(notify) => {
-                if let Some(notify) = notify {
-                    notify.notify();
-                }
-                Ok(())
-            }
-            Err((error, cmd, reset)) => {
-                if reset {
-                    cmd.set_device_done();
-                }
-                Err(error)
-            }
-        }
+        settle(outcome)
     }
 
     /// Sends `cmd`, waits (uninterruptibly, at most [`CALL_TIMEOUT_MS`]) for the response of at
@@ -437,6 +412,30 @@ impl<'a> CommandQueue<'a> {
         }
         self.space.notify_all();
         res
+    }
+}
+
+/// What a submission under the queue lock ended with: the notification to send and the
+/// submitter's result, or the error with the refused command and whether the device was reset
+/// (then it will never see the command).
+type Outcome<'a, T> = core::result::Result<(Option<Notify<'a>>, T), (Error, KBox<Command>, bool)>;
+
+/// Finishes a submission after the queue lock is dropped: notifies the device, or drops the
+/// refused command here, where its drop may sleep.
+fn settle<T>(outcome: Outcome<'_, T>) -> Result<T> {
+    match outcome {
+        Ok((notify, value)) => {
+            if let Some(notify) = notify {
+                notify.notify();
+            }
+            Ok(value)
+        }
+        Err((error, cmd, reset)) => {
+            if reset {
+                cmd.set_device_done();
+            }
+            Err(error)
+        }
     }
 }
 

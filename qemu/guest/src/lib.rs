@@ -311,3 +311,49 @@ pub mod virtgpu {
     impl Plain for Transfer {}
     impl Plain for Wait {}
 }
+
+/// A shared read-write mapping of `len` bytes of a DRM file at a fake offset (an object's);
+/// unmapped when dropped.
+pub struct Mapping {
+    ptr: *mut u8,
+    len: usize,
+}
+
+impl Mapping {
+    /// Maps `len` bytes of `fd` at `offset`, read-write and shared.
+    pub fn new(fd: std::os::fd::BorrowedFd<'_>, len: usize, offset: u64) -> std::io::Result<Self> {
+        use std::os::fd::AsRawFd;
+        // SAFETY: A fresh mapping the kernel places; nothing else in this process uses the range,
+        // which `Drop` unmaps.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                offset as libc::off_t,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Self {
+            ptr: ptr.cast(),
+            len,
+        })
+    }
+
+    /// The mapped bytes.
+    pub fn bytes(&mut self) -> &mut [u8] {
+        // SAFETY: `ptr` maps `len` bytes, read-write, for as long as `self` lives.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: `ptr`/`len` is this mapping, not used after this.
+        unsafe { libc::munmap(self.ptr.cast(), self.len) };
+    }
+}

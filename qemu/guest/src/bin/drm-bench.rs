@@ -14,7 +14,7 @@
 //!
 //! Usage: `drm-bench [card]` (default `/dev/dri/card0`). Exits non-zero if a call fails.
 
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -52,26 +52,10 @@ fn dumb_cycle(fd: BorrowedFd<'_>) -> Res<()> {
         .map_err(|e| format!("CREATE_DUMB: {e}"))?;
     let map = drm_ffi::mode::dumbbuffer::map(fd, db.handle, 0, 0)
         .map_err(|e| format!("MAP_DUMB: {e}"))?;
-    let len = db.size as usize;
-    // SAFETY: A fresh shared mapping of the buffer's fake offset; unmapped below, used only here.
-    let ptr = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED,
-            fd.as_raw_fd(),
-            map.offset as libc::off_t,
-        )
-    };
-    if ptr == libc::MAP_FAILED {
-        return Err(format!("mmap: {}", std::io::Error::last_os_error()));
-    }
-    // SAFETY: `ptr` maps `len` > 0 writable bytes.
-    unsafe {
-        ptr.cast::<u8>().write_volatile(1);
-        libc::munmap(ptr, len);
-    }
+    let mut mapping = virtgpu_guest::Mapping::new(fd, db.size as usize, map.offset)
+        .map_err(|e| format!("mmap: {e}"))?;
+    mapping.bytes()[0] = 1;
+    drop(mapping);
     drm_ffi::mode::dumbbuffer::destroy(fd, db.handle)
         .map(drop)
         .map_err(|e| format!("DESTROY_DUMB: {e}"))

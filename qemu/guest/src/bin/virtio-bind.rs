@@ -255,12 +255,11 @@ fn check_getparam(f: &fs::File, features: &[(String, bool)]) -> Result<(), Strin
     Ok(())
 }
 
-/// A dumb buffer mapped into this process; unmapped and destroyed when dropped.
+/// A dumb buffer or resource mapped into this process; unmapped and closed when dropped.
 struct Mapped<'a> {
     fd: std::os::fd::BorrowedFd<'a>,
     handle: u32,
-    ptr: *mut u8,
-    len: usize,
+    mapping: Option<virtgpu_guest::Mapping>,
 }
 
 impl<'a> Mapped<'a> {
@@ -323,31 +322,16 @@ impl<'a> Mapped<'a> {
         let mut this = Self {
             fd,
             handle,
-            ptr: std::ptr::null_mut(),
-            len,
+            mapping: None,
         };
-        // SAFETY: A fresh shared mapping of the object's fake offset on the DRM file; nothing
-        // else in this process uses the range, which `Drop` unmaps.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                std::os::fd::AsRawFd::as_raw_fd(&fd),
-                offset as libc::off_t,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(format!("mmap {what}: {}", std::io::Error::last_os_error()));
-        }
-        this.ptr = ptr.cast();
+        let mapping = virtgpu_guest::Mapping::new(fd, len, offset)
+            .map_err(|e| format!("mmap {what}: {e}"))?;
+        this.mapping = Some(mapping);
         Ok(this)
     }
 
     fn bytes(&mut self) -> &mut [u8] {
-        // SAFETY: `ptr` maps `len` bytes, read-write, for as long as `self` lives.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+        self.mapping.as_mut().map_or(&mut [], |m| m.bytes())
     }
 
     /// Fills the buffer with a pattern of `seed` and checks it reads back.
@@ -376,10 +360,7 @@ impl<'a> Mapped<'a> {
 
 impl Drop for Mapped<'_> {
     fn drop(&mut self) {
-        if !self.ptr.is_null() {
-            // SAFETY: `ptr`/`len` is our mapping, not used after this.
-            unsafe { libc::munmap(self.ptr.cast(), self.len) };
-        }
+        self.mapping = None;
         let _ = drm_ffi::gem::close(self.fd, self.handle);
     }
 }

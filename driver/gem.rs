@@ -179,7 +179,8 @@ impl Bo {
             }
         }
         let attach = protocol::encode(&AttachBacking::new(id, count))?;
-        control.submit(Command::with_data(attach, entries, NODATA)?)?;
+        let entries = Reclaimed::read_by_device(entries)?;
+        control.submit(Command::keeping(attach, entries, NODATA)?)?;
         Ok(obj)
     }
 }
@@ -201,16 +202,17 @@ fn mem_entries(obj: &Object) -> Result<(KVVec<u8>, u32)> {
 /// reset meanwhile: the host may still read its memory.
 fn unref(gpu: &VirtioGpu<'_>, obj: Release<Bo>) {
     let id = obj.data().resource_id();
-    let Ok(mut cmd) =
-        protocol::encode(&ResourceUnref::new(id)).and_then(|c| Command::new(c, NODATA))
-    else {
+    let Ok(unref) = protocol::encode(&ResourceUnref::new(id)) else {
         return reclaim::leak(obj);
     };
-    match Reclaimed::free(obj) {
-        Ok(node) => cmd.keep_until_answered(node),
+    let node = match Reclaimed::free(obj) {
+        Ok(node) => node,
         Err(obj) => return reclaim::leak(obj),
+    };
+    // Should the command not be built, the object is leaked as it is dropped. Should the queue
+    // refuse it, the object waits for the reset at unbind; if the device was reset already, it
+    // is freed in here.
+    if let Ok(cmd) = Command::keeping(unref, node, NODATA) {
+        let _ = gpu.control().submit(cmd);
     }
-    // On failure the command is dropped in here, with the object: freed if the device was
-    // reset, leaked otherwise.
-    let _ = gpu.control().submit(cmd);
 }

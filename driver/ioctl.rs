@@ -209,8 +209,11 @@ pub(crate) fn transfer_to_host(
     let obj = gem::Object::lookup_handle(file, args.bo_handle)?;
     let b = &args.box_;
     let transfer = TransferToHost2d::new(obj.resource_id(), args.offset.into(), b.w, b.h, b.x, b.y);
-    let mut cmd = Command::new(protocol::encode(&transfer)?, size_of::<CtrlHdr>())?;
-    cmd.keep_until_answered(Reclaimed::hold(obj)?);
+    let cmd = Command::keeping(
+        protocol::encode(&transfer)?,
+        Reclaimed::hold(obj)?,
+        size_of::<CtrlHdr>(),
+    )?;
     gpu.control().submit(cmd)?;
     Ok(0)
 }

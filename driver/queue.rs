@@ -11,17 +11,23 @@
 //! - **Completing** ([`CommandQueue::complete`], hard IRQ): the virtqueue callback takes the same
 //!   `SpinLockIrq` with `lock_with(irq)`, since interrupts are already off, gets every used
 //!   buffer, hands each synchronous command's response to its waiter, logs the error responses
-//!   of the others, passes the objects a command was freeing on to the reclaim work item (their
-//!   release may sleep; see [`crate::reclaim`]) and drops the rest (plain memory), re-enables
+//!   of the others (rate-limited), passes what a command kept (objects, and data that may be
+//!   `vmalloc`ed) on to the reclaim work item, whose release may sleep (see [`crate::reclaim`]),
+//!   and drops the rest (`kmalloc`ed memory), re-enables
 //!   callbacks with the re-check, and wakes the submitters waiting for room.
 //! - **Synchronous commands** ([`CommandQueue::call`]): the waiter sleeps on its own [`Reply`],
 //!   bounded, and gets `ENODEV` at once if the command is dropped unanswered (device removed).
 //! - **Fenced commands** ([`CommandQueue::submit_fenced`]): the fence's seqno is taken, written
 //!   into the command and the fence queued on the queue's [`Timeline`] all under the queue
-//!   lock, so seqnos follow the queue's order, which is the order the device answers in. The
-//!   interrupt handler signals, after the queue lock, every fence up to the highest seqno among
-//!   the commands it completed (the command's own, not what the device wrote back). At removal
-//!   the pending fences signal with `ENODEV`.
+//!   lock, so seqnos follow the queue's order. The interrupt handler signals, after the queue
+//!   lock, every fence up to the highest seqno among the commands it completed (the command's
+//!   own, not what the device wrote back). That assumes the device processes a queue's commands
+//!   in order, as QEMU's does (the specification does not promise it; the C driver assumes it
+//!   the same way). A fence whose command got an error answer signals without an error, as in
+//!   C: the error is logged. At removal the pending fences signal with `ENODEV`.
+//! - **Refused commands**: a command the queue refuses is dropped after the lock, except the
+//!   object it would free: the host may still use that object's memory, so it is parked until
+//!   the reset at removal (see [`QueueState::park`]).
 //!
 //! Locks, in order: the queue lock (`SpinLockIrq`), then a reply's lock, the reclaim list's
 //! lock or the timeline's lock (all `SpinLockIrq`); a fence's own lock after the timeline's.
@@ -45,26 +51,34 @@ use kernel::{
         Timeline, //
     },
     interrupt::LocalInterruptDisabled,
-    list::ListArc,
+    list::{
+        List,
+        ListArc, //
+    },
     new_condvar, new_spinlock_irq,
     prelude::*,
     sync::{
         aref::ARef,
-        atomic::{
-            Atomic,
-            Relaxed, //
-        },
         Arc,
         CondVar,
-        SpinLockIrq, //
+        SpinLockIrq,
+        SpinLockIrqGuard, //
     },
-    time::Jiffies,
-    virtio::virtqueue::{
-        Buffer,
-        Notify,
-        Request,
-        Sg,
-        Virtqueue, //
+    time::{
+        Delta,
+        Instant,
+        Jiffies,
+        Monotonic, //
+    },
+    virtio::{
+        virtqueue::{
+            Buffer,
+            Notify,
+            Request,
+            Sg,
+            Virtqueue, //
+        },
+        Reset,
     },
 };
 
@@ -122,14 +136,14 @@ impl Reply {
 /// A command buffer: what the device reads, room for what it writes, and who waits for it.
 ///
 /// The interrupt handler takes `reclaim` out before it drops a command; the rest never sleeps
-/// when dropped: vectors and an `Arc<Reply>`.
+/// when dropped: `kmalloc`ed vectors and an `Arc<Reply>`. (What may be `vmalloc`ed, the data
+/// following a command, is in `reclaim`.)
 pub(crate) struct Command {
     cmd: KVec<u8>,
-    /// What follows the command, if anything (an attach's memory entries; may be large).
-    data: KVVec<u8>,
     resp: KVec<u8>,
     reply: Option<Arc<Reply>>,
-    /// What to let go, in process context, once the device has answered.
+    /// What to let go, in process context, once the device has answered: an object, and the
+    /// data that follows the command, if any.
     reclaim: Option<ListArc<Reclaimed>>,
     /// The seqno of the command's fence, if it has one.
     fence: Option<u64>,
@@ -138,18 +152,11 @@ pub(crate) struct Command {
 impl Command {
     /// A command of the bytes `cmd` with room for a response of `resp_len` bytes.
     pub(crate) fn new(cmd: KVec<u8>, resp_len: usize) -> Result<KBox<Self>> {
-        Self::with_data(cmd, KVVec::new(), resp_len)
-    }
-
-    /// A command of the bytes `cmd` followed by `data`, with room for a response of `resp_len`
-    /// bytes.
-    pub(crate) fn with_data(cmd: KVec<u8>, data: KVVec<u8>, resp_len: usize) -> Result<KBox<Self>> {
         let mut resp = KVec::with_capacity(resp_len, GFP_KERNEL)?;
         resp.resize(resp_len, 0, GFP_KERNEL)?;
         Ok(KBox::new(
             Self {
                 cmd,
-                data,
                 resp,
                 reply: None,
                 reclaim: None,
@@ -159,11 +166,21 @@ impl Command {
         )?)
     }
 
-    /// Lets `obj` go (in process context) once the device has answered this command, or was
-    /// reset before it did; an object to free is leaked if the command is dropped otherwise
-    /// (never sent).
-    pub(crate) fn keep_until_answered(&mut self, obj: ListArc<Reclaimed>) {
-        self.reclaim = Some(obj);
+    /// A command of the bytes `cmd`, followed by the data of `kept` if any, with room for a
+    /// response of `resp_len` bytes.
+    ///
+    /// `kept` is let go (in process context) once the device has answered this command, or was
+    /// reset before it did. If the queue refuses the command, an object it frees waits for the
+    /// reset at unbind; if the command is dropped unsent, the object is leaked (see
+    /// [`crate::reclaim`]).
+    pub(crate) fn keeping(
+        cmd: KVec<u8>,
+        kept: ListArc<Reclaimed>,
+        resp_len: usize,
+    ) -> Result<KBox<Self>> {
+        let mut this = Self::new(cmd, resp_len)?;
+        this.reclaim = Some(kept);
+        Ok(this)
     }
 
     /// Makes this a fenced command of seqno `seqno`.
@@ -184,8 +201,10 @@ impl Command {
 impl Buffer for Command {
     fn describe<'a>(&'a mut self, sg: &mut Sg<'a>) -> Result {
         sg.device_reads(&self.cmd)?;
-        if !self.data.is_empty() {
-            sg.device_reads(&self.data)?;
+        if let Some(data) = self.reclaim.as_deref().map(Reclaimed::data) {
+            if !data.is_empty() {
+                sg.device_reads(data)?;
+            }
         }
         if !self.resp.is_empty() {
             sg.device_writes(&mut self.resp)?;
@@ -218,6 +237,24 @@ struct QueueState<'a> {
     removed: bool,
     /// The seqno of the next fenced command (the first is 1, as in C).
     next_seqno: u64,
+    /// Objects whose unref the queue refused (it was broken, as the transport does just before
+    /// the reset at removal with hardened notifications, or out of memory): the host may still
+    /// use their memory until the device is reset, so they wait for it here.
+    parked: List<Reclaimed>,
+    /// The error answers logged lately.
+    errors: RateLimit,
+}
+
+impl QueueState<'_> {
+    /// Keeps what `cmd`, refused by the queue, would free, until the device is reset.
+    fn park(&mut self, cmd: &mut Command) {
+        if !cmd.reclaim.as_ref().is_some_and(|r| r.frees_object()) {
+            return;
+        }
+        if let Some(kept) = cmd.reclaim.take() {
+            self.parked.push_back(kept);
+        }
+    }
 }
 
 /// A virtqueue of commands, shared by the submitters and the interrupt handler.
@@ -243,7 +280,9 @@ impl<'a> CommandQueue<'a> {
                 QueueState {
                     vq,
                     removed: false,
-                    next_seqno: 1
+                    next_seqno: 1,
+                    parked: List::new(),
+                    errors: RateLimit::new(),
                 },
                 "virtio_gpu_rs::CommandQueue::inner"
             ),
@@ -258,7 +297,8 @@ impl<'a> CommandQueue<'a> {
     ///
     /// `fence` is the fence's memory, allocated ahead: nothing allocates a fence under the
     /// lock. The scatter-gather lists are, though (`GFP_ATOMIC`), since the seqno is written
-    /// into the command there. On failure the command is dropped after the lock.
+    /// into the command there; so this is for small commands, without data (whose lists would
+    /// be long). On failure the command is dropped after the lock.
     pub(crate) fn submit_fenced(
         &self,
         mut cmd: KBox<Command>,
@@ -285,7 +325,7 @@ impl<'a> CommandQueue<'a> {
                     // Queued before the device can answer: the interrupt handler, which takes
                     // the queue lock first, finds it. Seqnos grow in one context, so the push
                     // cannot be refused; were it, the dropped fence would signal `ECANCELED`.
-                    let _ = self.timeline.push(fence);
+                    kernel::warn_on!(self.timeline.push(fence).is_err());
                     break Ok((inner.vq.kick_prepare(), shared));
                 }
                 Err(e) if e.error == ENOSPC && !inner.vq.is_idle() => {
@@ -295,8 +335,7 @@ impl<'a> CommandQueue<'a> {
                 Err(e) => break Err((e.error, e.request.into_buffer(), false)),
             }
         };
-        drop(inner);
-        settle(outcome)
+        finish(inner, outcome)
     }
 
     /// Gives `cmd` to the device and notifies it. Sleeps while the queue is full.
@@ -321,8 +360,7 @@ impl<'a> CommandQueue<'a> {
                 Err(e) => break Err((e.error, e.request.into_buffer(), false)),
             }
         };
-        drop(inner);
-        settle(outcome)
+        finish(inner, outcome)
     }
 
     /// Sends `cmd`, waits (uninterruptibly, at most [`CALL_TIMEOUT_MS`]) for the response of at
@@ -370,7 +408,7 @@ impl<'a> CommandQueue<'a> {
                     let resp = core::mem::take(&mut cmd.resp);
                     reply.answer(resp, len, irq);
                 } else {
-                    log_error_response(&cmd, len);
+                    log_error_response(&cmd, len, &mut inner.errors);
                 }
                 if let Some(obj) = cmd.reclaim.take() {
                     obj.set_device_done();
@@ -392,14 +430,15 @@ impl<'a> CommandQueue<'a> {
         }
     }
 
-    /// Stops the queue at removal, after the device was reset: submissions fail from now on,
-    /// every command the device held is dropped (its waiter gets `ENODEV`, its objects are
-    /// freed) and the submitters waiting for room are woken.
-    pub(crate) fn shut_down(&self) -> Result {
+    /// Stops the queue at removal, after the device was reset (as `reset` proves): submissions
+    /// fail from now on, every command the device held is dropped (its waiter gets `ENODEV`,
+    /// its objects are freed), so are the objects parked by refused commands, and the
+    /// submitters waiting for room are woken.
+    pub(crate) fn shut_down(&self, reset: &Reset<'_>) -> Result {
         self.inner.lock().removed = true;
         let res = loop {
             // One at a time, each dropped after the lock: freeing an object may sleep.
-            let cmd = self.inner.lock().vq.detach_unused();
+            let cmd = self.inner.lock().vq.detach_unused(reset);
             match cmd {
                 Ok(Some(cmd)) => cmd.set_device_done(),
                 Ok(None) => break Ok(()),
@@ -409,6 +448,14 @@ impl<'a> CommandQueue<'a> {
         if res.is_ok() {
             // The device holds no command any more: no pending fence will be answered.
             self.timeline.cancel_all(ENODEV);
+            // Nor any memory.
+            loop {
+                let parked = self.inner.lock().parked.pop_front();
+                match parked {
+                    Some(obj) => obj.set_device_done(),
+                    None => break,
+                }
+            }
         }
         self.space.notify_all();
         res
@@ -420,9 +467,17 @@ impl<'a> CommandQueue<'a> {
 /// (then it will never see the command).
 type Outcome<'a, T> = core::result::Result<(Option<Notify<'a>>, T), (Error, KBox<Command>, bool)>;
 
-/// Finishes a submission after the queue lock is dropped: notifies the device, or drops the
-/// refused command here, where its drop may sleep.
-fn settle<T>(outcome: Outcome<'_, T>) -> Result<T> {
+/// Finishes a submission: parks what a command the queue refused would free (while the lock is
+/// still held, so that the shut-down finds it), then, after the lock, notifies the device or
+/// drops the refused command, where its drop may sleep.
+fn finish<T>(
+    mut inner: SpinLockIrqGuard<'_, QueueState<'_>>,
+    mut outcome: Outcome<'_, T>,
+) -> Result<T> {
+    if let Err((_, cmd, false)) = &mut outcome {
+        inner.park(cmd);
+    }
+    drop(inner);
     match outcome {
         Ok((notify, value)) => {
             if let Some(notify) = notify {
@@ -439,19 +494,62 @@ fn settle<T>(outcome: Outcome<'_, T>) -> Result<T> {
     }
 }
 
-/// How many error answers [`log_error_response`] logs: a host that fails every command must not
-/// flood the log from the interrupt handler (C rate-limits the same message).
-const LOGGED_ERRORS: u32 = 10;
+/// A rate limit on logging, as `printk_ratelimited`'s default: at most [`RateLimit::BURST`]
+/// messages in [`RateLimit::INTERVAL_MS`]; the next window's first message tells how many were
+/// left out.
+struct RateLimit {
+    start: Option<Instant<Monotonic>>,
+    logged: u32,
+    missed: u32,
+}
 
-/// Logs the device's error answer to a command nobody waits for, as C does: the command is gone,
-/// nobody else would learn of it.
-fn log_error_response(cmd: &Command, len: u32) {
-    static COUNT: Atomic<u32> = Atomic::new(0);
-    let resp = cmd.resp.get(..len as usize).unwrap_or(&[]);
-    let Ok(hdr) = protocol::decode::<protocol::CtrlHdr>(resp) else {
+impl RateLimit {
+    const BURST: u32 = 10;
+    const INTERVAL_MS: i64 = 5000;
+
+    fn new() -> Self {
+        Self {
+            start: None,
+            logged: 0,
+            missed: 0,
+        }
+    }
+
+    /// Whether to log a message now. Does not sleep.
+    fn allow(&mut self) -> bool {
+        let now = Instant::<Monotonic>::now();
+        let expired = match self.start {
+            None => true,
+            Some(start) => now - start >= Delta::from_millis(Self::INTERVAL_MS),
+        };
+        if expired {
+            if self.missed > 0 {
+                pr_warn!("{} error responses not logged\n", self.missed);
+            }
+            *self = Self {
+                start: Some(now),
+                logged: 0,
+                missed: 0,
+            };
+        }
+        if self.logged < Self::BURST {
+            self.logged += 1;
+            true
+        } else {
+            self.missed += 1;
+            false
+        }
+    }
+}
+
+/// Logs the device's error answer to a command nobody waits for, as C does (rate-limited): the
+/// command is gone, nobody else would learn of it.
+fn log_error_response(cmd: &Command, len: u32, limit: &mut RateLimit) {
+    let len = core::cmp::min(len as usize, cmd.resp.len());
+    let Ok(hdr) = protocol::decode::<protocol::CtrlHdr>(cmd.resp.get(..len).unwrap_or(&[])) else {
         return;
     };
-    if hdr.ty() < protocol::RESP_ERR_UNSPEC || COUNT.fetch_add(1, Relaxed) >= LOGGED_ERRORS {
+    if hdr.ty() < protocol::RESP_ERR_UNSPEC || !limit.allow() {
         return;
     }
     let ty = protocol::decode::<protocol::CtrlHdr>(&cmd.cmd).map_or(0, |c| c.ty());

@@ -12,9 +12,10 @@
 //!   the list's objects in process context. Unbind flushes the work item once the device can no
 //!   longer complete commands, so the module's code never runs after the binding is gone.
 //! - **Leaks over use-after-free.** An object is freed only once the device is known to be done
-//!   with its memory: it answered the unref, or it was reset. A [`Reclaimed`] dropped before
-//!   either (the unref could not be sent) leaks its object rather than free memory the host may
-//!   still read.
+//!   with its memory: it answered the unref, or it was reset. An unref the queue refuses parks
+//!   its object on the queue until the reset at unbind ([`crate::queue`]). A [`Reclaimed`]
+//!   dropped before either (the unref command could not even be built) leaks its object rather
+//!   than free memory the host may still read.
 //!
 //! Locks: `reclaim` (`SpinLockIrq`) is taken by the interrupt handler with `lock_with` while it
 //! holds a queue lock, so it comes after the queue locks; the work item takes it with `lock()`.
@@ -57,8 +58,10 @@ use kernel::{
 };
 
 /// What a command keeps until the device has answered it, then lets go in process context: an
-/// object to free once the device released its host resource, or a reference to an object the
-/// command names (whose last put may free it).
+/// object to free once the device released its host resource, a reference to an object the
+/// command names (whose last put may free it), or the data that follows the command (which may
+/// be `vmalloc`ed, and `vfree` may sleep outside interrupts: on transports that call back from
+/// a thread).
 ///
 /// # Invariants
 ///
@@ -71,6 +74,7 @@ pub(crate) struct Reclaimed {
     device_done: Atomic<bool>,
     obj: ManuallyDrop<Option<Release<Bo>>>,
     held: Option<ARef<gem::Object>>,
+    data: KVVec<u8>,
 }
 
 impl_list_arc_safe! {
@@ -87,19 +91,26 @@ impl Reclaimed {
         let Ok(slot) = UniqueArc::<Self>::new_uninit(GFP_KERNEL) else {
             return Err(obj);
         };
-        Ok(Self::init(slot, Some(obj), None))
+        Ok(Self::init(slot, Some(obj), None, KVVec::new()))
     }
 
     /// Holds a reference to `obj` until the device answered.
     pub(crate) fn hold(obj: ARef<gem::Object>) -> Result<ListArc<Self>> {
         let slot = UniqueArc::<Self>::new_uninit(GFP_KERNEL)?;
-        Ok(Self::init(slot, None, Some(obj)))
+        Ok(Self::init(slot, None, Some(obj), KVVec::new()))
+    }
+
+    /// Keeps `data`, which the device reads after the command, until the device answered.
+    pub(crate) fn read_by_device(data: KVVec<u8>) -> Result<ListArc<Self>> {
+        let slot = UniqueArc::<Self>::new_uninit(GFP_KERNEL)?;
+        Ok(Self::init(slot, None, None, data))
     }
 
     fn init(
         slot: UniqueArc<core::mem::MaybeUninit<Self>>,
         obj: Option<Release<Bo>>,
         held: Option<ARef<gem::Object>>,
+        data: KVVec<u8>,
     ) -> ListArc<Self> {
         // INVARIANT: Not done yet.
         let node = slot.pin_init_with(pin_init!(Self {
@@ -107,12 +118,23 @@ impl Reclaimed {
             device_done: Atomic::new(false),
             obj: ManuallyDrop::new(obj),
             held,
+            data,
         }));
         // `pin_init!` without fallible fields cannot fail: the error is `Infallible`.
         match node {
             Ok(node) => ListArc::from(node),
             Err(never) => match never {},
         }
+    }
+
+    /// The data the device reads after the command (empty if none).
+    pub(crate) fn data(&self) -> &[u8] {
+        &self.data
+    }
+
+    /// Whether this frees an object: then it must not be dropped before the device is done.
+    pub(crate) fn frees_object(&self) -> bool {
+        self.obj.is_some()
     }
 
     /// Records that the device is done with the object's memory: it may be freed.
@@ -197,7 +219,7 @@ pub(crate) fn defer_with(dev: &DrmDevice, obj: ListArc<Reclaimed>, irq: &LocalIn
     dev.reclaim.lock_with(irq).push_back(obj);
     // Already queued is fine: it will see this object. The reference comes back then, and
     // dropping it does not free the device (the caller's queue holds one).
-    let _ = workqueue::system().enqueue(ARef::from(dev));
+    let _ = workqueue::system_unbound().enqueue(ARef::from(dev));
 }
 
 /// Waits until the reclaim work item of `dev` is idle. Called at unbind, once the device can no

@@ -279,9 +279,9 @@ impl virtio::Driver for VirtioGpuDriver {
         // Reset first: the device then holds nothing, so shutting the queues down cancels every
         // command still pending and wakes its waiter with `ENODEV`, and running ioctls return
         // before the DRM device is unplugged (which waits for them).
-        dev.reset();
+        let reset = dev.reset();
         for queue in [&this.queues.control, &this.queues.cursor] {
-            if let Err(e) = queue.shut_down() {
+            if let Err(e) = queue.shut_down(&reset) {
                 dev_warn!(dev, "queue not drained: {:?}\n", e);
             }
         }

@@ -413,10 +413,37 @@ impl Device<device::Core<'_>> {
     /// A driver resets in [`Driver::unbind`] to cancel what the device still holds (with
     /// [`virtqueue::Virtqueue::detach_unused`]) before it unregisters what waits for it; the
     /// abstraction resets after `unbind` in any case.
-    pub fn reset(&self) {
+    ///
+    /// The returned [`Reset`] proves the reset to [`virtqueue::Virtqueue::detach_unused`].
+    pub fn reset(&self) -> Reset<'_> {
         // SAFETY: By the type invariant `self.as_raw()` is valid; `Core` means the device lock is
         // held, as the core holds it around probe and remove.
-        unsafe { bindings::virtio_reset_device(self.as_raw()) }
+        unsafe { bindings::virtio_reset_device(self.as_raw()) };
+        // INVARIANT: Just reset; the borrow of `self` keeps the device lock held, so it is not
+        // made ready again while the proof lives.
+        Reset {
+            vdev: self.as_raw(),
+            _p: PhantomData,
+        }
+    }
+}
+
+/// Proof that a device was reset and uses no buffer: the device lock is held meanwhile.
+///
+/// # Invariants
+///
+/// `vdev` was reset by [`Device::reset`] and stays reset while `'a` lasts: `'a` borrows the
+/// device in its [`device::Core`] context, so the device lock is held, and only probe (or a
+/// restore, also under the device lock) makes a device ready.
+pub struct Reset<'a> {
+    vdev: *mut bindings::virtio_device,
+    _p: PhantomData<&'a ()>,
+}
+
+impl Reset<'_> {
+    /// Whether this proves the reset of `vdev`.
+    pub(crate) fn is_of(&self, vdev: *mut bindings::virtio_device) -> bool {
+        core::ptr::eq(self.vdev, vdev)
     }
 }
 

@@ -29,7 +29,10 @@
 //! driver's). Nothing here takes a lock; dropping a queue that holds buffers sleeps (it may
 //! reset the device).
 
-use super::Device;
+use super::{
+    Device,
+    Reset, //
+};
 use crate::{
     alloc::Flags,
     bindings, device, devres,
@@ -783,16 +786,16 @@ impl<'a, B: Buffer> Virtqueue<'a, B> {
 }
 
 impl<B: Buffer> Virtqueue<'_, B> {
-    /// Takes back one buffer the device has not used, after a reset ([`Device::reset`]), to
-    /// cancel what the device still held; `None` once there is none left.
+    /// Takes back one buffer the device has not used, after the reset that `reset` proves, to
+    /// cancel what the device still held; `None` once there is none left. Does not sleep.
     ///
     /// The buffer is handed back rather than dropped: its drop may sleep, so a caller that
     /// holds the queue under a spinlock drops it after unlocking.
     ///
-    /// Fails with `EBUSY`, detaching nothing, while the device is live: it could still use it.
-    pub fn detach_unused(&mut self) -> Result<Option<KBox<B>>> {
-        if self.set.device().is_live() {
-            return Err(EBUSY);
+    /// Fails with `EINVAL`, detaching nothing, if `reset` is another device's.
+    pub fn detach_unused(&mut self, reset: &Reset<'_>) -> Result<Option<KBox<B>>> {
+        if !reset.is_of(self.set.vdev.as_ptr()) {
+            return Err(EINVAL);
         }
         Ok(self.detach_one())
     }

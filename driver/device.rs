@@ -168,6 +168,11 @@ impl<'bound> VirtioGpu<'bound> {
         &self.queues.control
     }
 
+    /// Both queues.
+    pub(crate) fn queues(&self) -> [&CommandQueue<'bound>; 2] {
+        [&self.queues.control, &self.queues.cursor]
+    }
+
     /// The `VIRTGPU_PARAM_SUPPORTED_CAPSET_IDs` mask: bit `id` for each capset the host has
     /// (ids are 1 to [`MAX_CAPSET_ID`], checked at probe).
     pub(crate) fn capset_id_mask(&self) -> u64 {

@@ -394,7 +394,14 @@ impl<'a> CommandQueue<'a> {
     /// Completes every buffer the device used. Called from the virtqueue callback of `dev`'s
     /// device.
     pub(crate) fn complete(&self, dev: &DrmDevice, irq: &LocalInterruptDisabled) {
+        if dev.faults.holds_completions() {
+            return;
+        }
         let mut inner = self.inner.lock_with(irq);
+        if inner.removed {
+            // Shut down: the buffers were taken back (a late call, from fault injection).
+            return;
+        }
         let mut used = false;
         let mut signal_until = None;
         loop {

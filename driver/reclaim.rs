@@ -21,6 +21,7 @@
 //! holds a queue lock, so it comes after the queue locks; the work item takes it with `lock()`.
 
 use crate::{
+    faults::Faults,
     gem::{
         self,
         Bo, //
@@ -181,6 +182,8 @@ pub(crate) struct DeviceData {
     reclaim: SpinLockIrq<List<Reclaimed>>,
     #[pin]
     work: Work<DrmDevice>,
+    /// The faults the driver is told to simulate (tests only; see [`crate::faults`]).
+    pub(crate) faults: Faults,
 }
 
 impl_has_work! {
@@ -207,6 +210,7 @@ impl DeviceData {
         try_pin_init!(Self {
             reclaim <- new_spinlock_irq!(List::new(), "virtio_gpu_rs::DeviceData::reclaim"),
             work <- new_work!("virtio_gpu_rs::DeviceData::work"),
+            faults: Faults::new(),
         })
     }
 }
@@ -219,7 +223,7 @@ pub(crate) fn defer_with(dev: &DrmDevice, obj: ListArc<Reclaimed>, irq: &LocalIn
     dev.reclaim.lock_with(irq).push_back(obj);
     // Already queued is fine: it will see this object. The reference comes back then, and
     // dropping it does not free the device (the caller's queue holds one).
-    let _ = workqueue::system_unbound().enqueue(ARef::from(dev));
+    let _ = workqueue::system_dfl().enqueue(ARef::from(dev));
 }
 
 /// Waits until the reclaim work item of `dev` is idle. Called at unbind, once the device can no

@@ -46,6 +46,7 @@ use kernel::{
 };
 
 mod device;
+mod faults;
 mod file;
 mod gem;
 mod ioctl;
@@ -185,6 +186,8 @@ impl drm::Driver for DrmDriver {
 
 /// What the virtio driver keeps per bound device.
 struct Binding<'bound> {
+    /// Fault injection's debugfs files, removed first.
+    _knobs: faults::Knobs,
     /// The queues, also reachable through the DRM registration; kept here for unbind.
     queues: Arc<Queues<'bound>>,
     _drm: drm::Registration<'bound, DrmDriver>,
@@ -272,7 +275,11 @@ impl virtio::Driver for VirtioGpuDriver {
         let drm =
             unsafe { drm::Registration::new(dev.as_ref(), unregistered, Ok::<_, Error>(gpu), 0)? };
 
-        Ok(Binding { queues, _drm: drm })
+        Ok(Binding {
+            _knobs: faults::Knobs::new(dev, &drm),
+            queues,
+            _drm: drm,
+        })
     }
 
     fn unbind<'bound>(dev: &'bound virtio::Device<Core<'_>>, this: Pin<&Self::Data<'bound>>) {

@@ -115,6 +115,13 @@ fn marker(line: &str) -> Option<&'static str> {
     if l.starts_with("rcu: INFO: ") && !l.contains("stall") {
         return None;
     }
+    // kmemleak's start-up notices; its reports, errors and self-disabling still count.
+    if l.starts_with("kmemleak: ")
+        && (l.contains("memory leak detector initialized")
+            || l.contains("Automatic memory scanning thread"))
+    {
+        return None;
+    }
     // Reports may be among the lost lines.
     if l.starts_with("** ") && l.contains("printk messages dropped") {
         return Some("console: messages dropped");
@@ -185,6 +192,20 @@ mod tests {
         assert_eq!(s.len(), 1, "{s:#?}");
         assert_eq!(s[0].kind, "panic");
         assert!(s[0].text.contains("No working init found"));
+    }
+
+    #[test]
+    fn kmemleak_notices_are_not_splats_but_its_reports_are() {
+        let log = "\
+[    5.7] kmemleak: Kernel memory leak detector initialized (mem pool available: 14988)
+[    5.8] kmemleak: Automatic memory scanning thread started
+[   60.0] kmemleak: 2 new suspected memory leaks (see /sys/kernel/debug/kmemleak)
+[   61.0] kmemleak: Kernel memory leak detector disabled
+";
+        let s = detect(log);
+        assert_eq!(s.len(), 2, "{s:#?}");
+        assert!(s.iter().all(|s| s.kind == "kmemleak"));
+        assert_eq!((s[0].line, s[1].line), (3, 4));
     }
 
     #[test]

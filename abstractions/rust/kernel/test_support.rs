@@ -18,7 +18,7 @@ use crate::{
 pub(crate) fn spawn(f: impl FnOnce() + Send + 'static) -> Result<Arc<Completion>> {
     let done = Arc::pin_init(Completion::new(), GFP_KERNEL)?;
     let d = done.clone();
-    workqueue::system_unbound().try_spawn(GFP_KERNEL, move || {
+    workqueue::system_dfl().try_spawn(GFP_KERNEL, move || {
         f();
         d.complete_all();
     })?;

@@ -14,11 +14,11 @@ use kernel::{
     define_ww_class,
     interrupt::LocalInterruptDisabled,
     irq_work::{IrqWork, IrqWorkItem},
-    new_mutex, new_spinlock_irq,
+    new_mutex, new_spinlock, new_spinlock_irq,
     prelude::*,
     sync::{
         lock::ww_mutex::{AcquireCtx, Mutex},
-        Arc, Completion, SpinLockIrq,
+        Arc, Completion, SpinLock, SpinLockIrq,
     },
     time::{delay::fsleep, Delta},
     workqueue,
@@ -113,7 +113,7 @@ fn arc_last_drop_holding_its_lock() -> Result {
     teach_destructor(&lock)?;
     let entered = Arc::pin_init(Completion::new(), GFP_KERNEL)?;
     let obj = make(&lock, Some(entered.clone()))?;
-    workqueue::system_unbound().try_spawn(GFP_KERNEL, move || {
+    workqueue::system_dfl().try_spawn(GFP_KERNEL, move || {
         let g = lock.lock();
         drop(obj); // the last reference: the destructor deadlocks on `lock`
         drop(g);
@@ -288,6 +288,49 @@ fn fence_lock_in_signalling_path_held_while_waiting() -> Result {
     Err(ENODEV)
 }
 
+/// The interrupt handler of case (g): takes its state's lock, a plain
+/// `SpinLock`, as if nothing else could interrupt a holder.
+#[pin_data]
+struct PlainLockHandler {
+    #[pin]
+    state: SpinLock<u32>,
+    #[pin]
+    done: Completion,
+}
+
+impl IrqWorkItem for PlainLockHandler {
+    fn run(&self, _irq: &LocalInterruptDisabled) {
+        *self.state.lock() += 1;
+        self.done.complete_all();
+    }
+}
+
+/// (g) The interrupt pattern done wrong (`PATTERNS.md`): state shared with
+/// an interrupt handler behind a plain `SpinLock`. Process context takes it
+/// with interrupts on, so the handler can interrupt a holder on the same CPU
+/// and spin on the lock forever. Lockdep reports the inconsistent use the
+/// first time it sees both (here nothing deadlocks: the holder is done
+/// before the handler runs). The right shape is the driver's: a
+/// `SpinLockIrq`, `lock()` in process context, `lock_with(irq)` in the
+/// handler (the KUnit case `non_last_drop_under_irq_lock_in_hard_irq` is the
+/// quiet twin).
+fn irq_state_behind_plain_spinlock() -> Result {
+    let work = KBox::pin_init(
+        IrqWork::new(pin_init!(PlainLockHandler {
+            state <- new_spinlock!(0, "SPLAT_PLAIN"),
+            done <- Completion::new(),
+        })),
+        GFP_KERNEL,
+    )?;
+    *work.item().state.lock() += 1; // process context, interrupts on
+    work.queue();
+    work.item().done.wait_for_completion();
+    if *work.item().state.lock() != 2 {
+        return Err(EIO);
+    }
+    Ok(())
+}
+
 /// A case: its name (in the markers) and what it runs.
 type Case = (&'static str, fn() -> Result);
 
@@ -315,6 +358,10 @@ const CASES: &[Case] = &[
     (
         "fence_lock_in_signalling_path_held_while_waiting",
         fence_lock_in_signalling_path_held_while_waiting,
+    ),
+    (
+        "irq_state_behind_plain_spinlock",
+        irq_state_behind_plain_spinlock,
     ),
 ];
 

@@ -120,7 +120,7 @@ fn contended(locks: &Locks, n: usize, iters: u32, use_c: bool) -> Result<i64> {
             failed.clone(),
             c.clone(),
         );
-        workqueue::system_unbound().try_spawn(GFP_KERNEL, move || {
+        workqueue::system_dfl().try_spawn(GFP_KERNEL, move || {
             r.fetch_add(1, Full);
             while r.load(Acquire) < 2 {
                 core::hint::spin_loop();

@@ -77,6 +77,13 @@ const BIND: Program = Program {
     rows: &["virtio_bind"],
 };
 
+/// Clears kmemleak's suspects before the boot's programs and scans after them: any object
+/// they leaked fails its row.
+const KMEMLEAK: Program = Program {
+    name: "kmemleak",
+    rows: &["kmemleak"],
+};
+
 /// The `test-runner` list of the `libdrm` suite.
 const LIBDRM_LIST: &str = "\
 # libdrm's tools against the loaded driver, written by cargo xtask test
@@ -374,6 +381,13 @@ impl TestRun<'_> {
     fn main_boot(&mut self, arch: &str) -> Result<()> {
         let d = self.driver;
         let mut steps = Vec::new();
+        let kmemleak = self.wants_program(&KMEMLEAK);
+        if kmemleak {
+            steps.push(Step::Run {
+                program: KMEMLEAK.name.into(),
+                args: vec!["clear".into()],
+            });
+        }
         let render = self.wants_program(&RENDER);
         if render {
             steps.extend([d.load(), run(&RENDER)]);
@@ -434,6 +448,13 @@ impl TestRun<'_> {
                 steps.push(d.unload());
             }
             steps.push(run(&BIND));
+        }
+        // After everything: what the programs leaked, driver unloaded or not.
+        if kmemleak {
+            steps.push(Step::Run {
+                program: KMEMLEAK.name.into(),
+                args: vec!["scan".into()],
+            });
         }
         let mut append = String::new();
         if let Some(f) = &self.filter {

@@ -13,7 +13,10 @@
 //! created twice, a bad backing address or an unref of an unknown resource would give one); bad
 //! arguments get C's errno. In every unbind/bind cycle a client holds the render node open with
 //! a mapped, written resource: after the unbind its next ioctl must get `ENODEV` and its mapping
-//! must still read back. The module is unloaded at the end. Reports KTAP (suite
+//! must still read back. With the driver's fault injection holding the device's completions (a
+//! device that stopped answering), a `WAIT` interrupted by a signal gets `EINTR`, and an unbind
+//! while the control queue is full wakes the submitter waiting for room with `ENODEV`. The
+//! module is unloaded at the end. Reports KTAP (suite
 //! `virtio_bind`); exits 0 only when every case passed.
 
 use std::fs;
@@ -422,6 +425,196 @@ fn write_attr(path: PathBuf, value: &str) -> Result<(), String> {
     fs::write(&path, value).map_err(|e| format!("cannot write {value} to {}: {e}", path.display()))
 }
 
+/// Makes the driver of `dev` hold the device's completions, as a device that stopped answering,
+/// or complete what it held (`CONFIG_DRM_VIRTIO_GPU_RS_FAULT_INJECTION`).
+fn hold_completions(dev: &str, hold: bool) -> Result<(), String> {
+    let knob = PathBuf::from(format!(
+        "/sys/kernel/debug/virtio_gpu_rs-{dev}/hold_completions"
+    ));
+    write_attr(knob, if hold { "1" } else { "0" })
+}
+
+/// An ioctl's errno, for messages.
+fn errno<T: std::fmt::Debug>(r: &std::io::Result<T>) -> String {
+    match r {
+        Ok(v) => format!("success ({v:?})"),
+        Err(e) => format!("{e}"),
+    }
+}
+
+extern "C" fn on_alarm(_: libc::c_int) {}
+
+/// Delivers SIGALRM to this thread's process after `after`, with a handler installed without
+/// `SA_RESTART`: an interrupted ioctl returns `EINTR` instead of restarting.
+fn alarm_in(after: Duration) -> Result<(), String> {
+    // SAFETY: A zeroed `sigaction` is valid; the handler is a no-op, async-signal-safe.
+    let installed = unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_alarm as extern "C" fn(libc::c_int) as usize;
+        libc::sigemptyset(&mut sa.sa_mask);
+        libc::sigaction(libc::SIGALRM, &sa, std::ptr::null_mut())
+    };
+    if installed != 0 {
+        return Err(format!("sigaction: {}", std::io::Error::last_os_error()));
+    }
+    let timer = libc::itimerval {
+        it_interval: libc::timeval {
+            tv_sec: 0,
+            tv_usec: 0,
+        },
+        it_value: libc::timeval {
+            tv_sec: after.as_secs() as libc::time_t,
+            tv_usec: after.subsec_micros() as libc::suseconds_t,
+        },
+    };
+    // SAFETY: `timer` is a valid `itimerval`; the old value is not wanted.
+    if unsafe { libc::setitimer(libc::ITIMER_REAL, &timer, std::ptr::null_mut()) } != 0 {
+        return Err(format!("setitimer: {}", std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// A `WAIT` on a resource whose creation the device has not answered: `NOWAIT` gets `EBUSY`,
+/// a blocking wait interrupted by a signal gets `EINTR` (well before WAIT's 15 s), and once the
+/// answers come the same wait succeeds.
+fn check_interrupted_wait(dev: &str) -> Result<String, String> {
+    let f = open_render(dev)?;
+    let fd = f.as_fd();
+    hold_completions(dev, true)?;
+    let res = (|| {
+        let rc = virtgpu::call(
+            fd,
+            virtgpu::RESOURCE_CREATE,
+            virtgpu::ResourceCreate::tex_2d(64, 64, 64 * 64 * 4),
+        )
+        .map_err(|e| format!("RESOURCE_CREATE: {e}"))?;
+        let wait = |flags| {
+            virtgpu::call(
+                fd,
+                virtgpu::WAIT,
+                virtgpu::Wait {
+                    handle: rc.bo_handle,
+                    flags,
+                },
+            )
+        };
+        let busy = wait(virtgpu::WAIT_NOWAIT);
+        if busy.as_ref().err().and_then(|e| e.raw_os_error()) != Some(libc::EBUSY) {
+            return Err(format!(
+                "WAIT NOWAIT while unanswered: {}, want EBUSY",
+                errno(&busy)
+            ));
+        }
+        alarm_in(Duration::from_millis(300))?;
+        let start = Instant::now();
+        let interrupted = wait(0);
+        let took = start.elapsed();
+        if interrupted.as_ref().err().and_then(|e| e.raw_os_error()) != Some(libc::EINTR) {
+            return Err(format!(
+                "WAIT interrupted by SIGALRM after {took:?}: {}, want EINTR",
+                errno(&interrupted)
+            ));
+        }
+        hold_completions(dev, false)?;
+        let done = wait(0);
+        let _ = drm_ffi::gem::close(fd, rc.bo_handle);
+        done.map_err(|e| format!("WAIT once answered: {e}"))?;
+        Ok(format!(
+            "WAIT interrupted after {} ms with EINTR; succeeded once the answers came",
+            took.as_millis()
+        ))
+    })();
+    let _ = hold_completions(dev, false);
+    res
+}
+
+/// This thread's id, to read its state in /proc.
+fn gettid() -> i32 {
+    // SAFETY: `gettid` has no preconditions.
+    unsafe { libc::gettid() }
+}
+
+/// The state letter of thread `tid` of this process (`D`: uninterruptible sleep).
+fn thread_state(tid: i32) -> Option<char> {
+    let stat = fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
+/// Removal while the control queue is full and a submitter waits for room: with completions
+/// held, a thread submits `TRANSFER_TO_HOST` until it sleeps in the driver; then the device is
+/// unbound. The submitter must wake with `ENODEV`, the unbind must finish, and a bind after it
+/// must work.
+fn check_full_queue_removal(module: &str, dev: &str, drv: &Path) -> Result<String, String> {
+    let f = open_render(dev)?;
+    let rc = virtgpu::call(
+        f.as_fd(),
+        virtgpu::RESOURCE_CREATE,
+        virtgpu::ResourceCreate::tex_2d(64, 64, 64 * 64 * 4),
+    )
+    .map_err(|e| format!("RESOURCE_CREATE: {e}"))?;
+    hold_completions(dev, true)?;
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let tid = std::sync::Arc::new(std::sync::atomic::AtomicI32::new(0));
+    let submitter = {
+        let (sent, tid) = (sent.clone(), tid.clone());
+        let f = f.try_clone().map_err(|e| format!("dup: {e}"))?;
+        std::thread::spawn(move || {
+            tid.store(gettid(), std::sync::atomic::Ordering::SeqCst);
+            let transfer = virtgpu::Transfer {
+                bo_handle: rc.bo_handle,
+                bx: virtgpu::Box3d {
+                    w: 64,
+                    h: 64,
+                    d: 1,
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            loop {
+                if let Err(e) = virtgpu::call(f.as_fd(), virtgpu::TRANSFER_TO_HOST, transfer) {
+                    return e;
+                }
+                sent.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        })
+    };
+    // Asleep in the driver: the count stands still and the thread is in uninterruptible sleep.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = u32::MAX;
+    let asleep = loop {
+        sleep(Duration::from_millis(500));
+        let now = sent.load(std::sync::atomic::Ordering::SeqCst);
+        let state = thread_state(tid.load(std::sync::atomic::Ordering::SeqCst));
+        if now == last && state == Some('D') {
+            break Ok(now);
+        }
+        if submitter.is_finished() || Instant::now() > deadline {
+            break Err(format!(
+                "the submitter did not sleep for room: {now} transfers sent, state {state:?}"
+            ));
+        }
+        last = now;
+    };
+    let before = display_lines(module, dev)?.len();
+    // Unbind even if the submitter never slept: it must not be left holding the device.
+    let unbound = write_attr(drv.join("unbind"), dev);
+    let woke = submitter
+        .join()
+        .map_err(|_| "the submitter panicked".to_string())?;
+    let sent = asleep?;
+    unbound?;
+    drop(f);
+    write_attr(drv.join("bind"), dev)?;
+    let line = wait_bound(module, dev, before)?;
+    check_mode(&line)?;
+    if woke.raw_os_error() != Some(libc::ENODEV) {
+        return Err(format!("the waiting submitter got {woke}, want ENODEV"));
+    }
+    Ok(format!(
+        "{sent} transfers filled the queue; the submitter waiting for room woke with ENODEV at unbind"
+    ))
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let module = args
@@ -497,6 +690,19 @@ fn main() -> ExitCode {
         }
     });
     k.check("unbind_with_open_file", &held);
+
+    let interrupted = check_interrupted_wait(&dev);
+    if k.check("interrupted_wait", &interrupted) {
+        if let Ok(d) = &interrupted {
+            k.diag(d);
+        }
+    }
+    let full = check_full_queue_removal(&module, &dev, &drv);
+    if k.check("full_queue_removal", &full) {
+        if let Ok(d) = &full {
+            k.diag(d);
+        }
+    }
 
     // Each cycle with a client holding the render node open and a mapped, written resource:
     // after the unbind its next ioctl fails with ENODEV and its mapping still reads back.

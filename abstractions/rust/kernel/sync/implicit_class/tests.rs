@@ -207,7 +207,7 @@ mod arc {
                 let (o, out) = (obj.clone(), outer.clone());
                 let c = Arc::pin_init(Completion::new(), GFP_KERNEL)?;
                 let cc = c.clone();
-                workqueue::system_unbound().try_spawn(GFP_KERNEL, move || {
+                workqueue::system_dfl().try_spawn(GFP_KERNEL, move || {
                     // outer -> map -> log, the order everywhere.
                     let g = out.lock();
                     drop(o);

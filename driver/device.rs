@@ -118,6 +118,9 @@ pub(crate) struct VirtioGpu<'bound> {
     pub(crate) blob_alignment: Option<u32>,
     pub(crate) capsets: KVec<CapsetInfo>,
     pub(crate) scanouts: KVec<Scanout>,
+    /// The scanouts' EDIDs, with `VIRTIO_GPU_F_EDID` (empty for one the host did not give).
+    #[expect(dead_code, reason = "the connectors will read them, once there is KMS")]
+    pub(crate) edids: KVec<KVec<u8>>,
 }
 
 impl<'bound> VirtioGpu<'bound> {
@@ -152,6 +155,19 @@ impl<'bound> VirtioGpu<'bound> {
                 c.max_size
             );
         }
+        // As C: EDIDs first, then the display info; a scanout without an EDID is logged and
+        // left without one.
+        let mut edids = KVec::with_capacity(num_scanouts, GFP_KERNEL)?;
+        if features.edid {
+            for i in 0..num_scanouts {
+                let edid = edid(&queues.control, i as u32).unwrap_or_else(|e| {
+                    dev_err!(dev, "EDID of scanout {}: {:?}\n", i, e);
+                    KVec::new()
+                });
+                dev_info!(dev, "EDID of scanout {}: {} bytes\n", i, edid.len());
+                edids.push(edid, GFP_KERNEL)?;
+            }
+        }
         let scanouts = display_info(&queues.control, num_scanouts)?;
         Ok(Self {
             _callbacks: callbacks,
@@ -160,6 +176,7 @@ impl<'bound> VirtioGpu<'bound> {
             blob_alignment,
             capsets,
             scanouts,
+            edids,
         })
     }
 
@@ -193,6 +210,16 @@ fn display_info(queue: &CommandQueue<'_>, count: usize) -> Result<KVec<Scanout>>
         scanouts.push(info.scanout(i).ok_or(EPROTO)?, GFP_KERNEL)?;
     }
     Ok(scanouts)
+}
+
+/// Fetches the EDID of scanout `scanout` (`VIRTIO_GPU_CMD_GET_EDID`).
+fn edid(queue: &CommandQueue<'_>, scanout: u32) -> Result<KVec<u8>> {
+    let cmd = protocol::encode(&protocol::GetEdid::new(scanout))?;
+    let resp = queue.call(cmd, size_of::<protocol::RespEdid>())?;
+    let resp: protocol::RespEdid = protocol::decode_response(&resp, protocol::RESP_OK_EDID)?;
+    let mut edid = KVec::new();
+    edid.extend_from_slice(resp.edid()?, GFP_KERNEL)?;
+    Ok(edid)
 }
 
 /// The largest capset id, as C's `MAX_CAPSET_ID`.

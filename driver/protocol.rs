@@ -137,6 +137,46 @@ impl RespCapsetInfo {
     }
 }
 
+/// `VIRTIO_GPU_CMD_GET_EDID`.
+pub(crate) const CMD_GET_EDID: u32 = uapi::virtio_gpu_ctrl_type_VIRTIO_GPU_CMD_GET_EDID;
+/// `VIRTIO_GPU_RESP_OK_EDID`.
+pub(crate) const RESP_OK_EDID: u32 = uapi::virtio_gpu_ctrl_type_VIRTIO_GPU_RESP_OK_EDID;
+
+/// `struct virtio_gpu_cmd_get_edid`.
+#[repr(transparent)]
+pub(crate) struct GetEdid(uapi::virtio_gpu_cmd_get_edid);
+
+// SAFETY: Integers only, laid out without implicit padding (explicit `padding`).
+unsafe impl AsBytes for GetEdid {}
+
+impl GetEdid {
+    /// Asks for the EDID of scanout `scanout`.
+    pub(crate) fn new(scanout: u32) -> Self {
+        Self(uapi::virtio_gpu_cmd_get_edid {
+            hdr: CtrlHdr::command(CMD_GET_EDID).0,
+            scanout: scanout.to_le(),
+            padding: 0,
+        })
+    }
+}
+
+/// `struct virtio_gpu_resp_edid`.
+#[repr(transparent)]
+pub(crate) struct RespEdid(uapi::virtio_gpu_resp_edid);
+
+// SAFETY: Integers and a byte array, laid out without implicit padding; every bit pattern valid.
+unsafe impl FromBytes for RespEdid {}
+
+impl RespEdid {
+    /// The EDID's bytes; `EPROTO` if the device claims more than the response holds.
+    pub(crate) fn edid(&self) -> Result<&[u8]> {
+        self.0
+            .edid
+            .get(..u32::from_le(self.0.size) as usize)
+            .ok_or(EPROTO)
+    }
+}
+
 /// `VIRTIO_GPU_RESP_ERR_UNSPEC`, the first error response type.
 pub(crate) const RESP_ERR_UNSPEC: u32 = uapi::virtio_gpu_ctrl_type_VIRTIO_GPU_RESP_ERR_UNSPEC;
 

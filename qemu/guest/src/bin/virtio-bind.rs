@@ -131,6 +131,29 @@ fn check_mode(line: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// With `+edid` in the driver's feature line, the driver must have logged an EDID of scanout 0
+/// of one or more 128-byte blocks.
+fn check_edid(module: &str, dev: &str) -> Result<(), String> {
+    let features = logged_features(module, dev)?;
+    if !features.iter().any(|(f, on)| f == "edid" && *on) {
+        return Err("the device offers no EDIDs (-edid): nothing to check".into());
+    }
+    let prefix = format!("{module} {dev}: EDID of scanout 0: ");
+    let line = kernel_log()?
+        .into_iter()
+        .filter(|l| l.starts_with(&prefix))
+        .last()
+        .ok_or_else(|| format!("no `{prefix}` line"))?;
+    let bytes: usize = line[prefix.len()..]
+        .strip_suffix(" bytes")
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| format!("no size in {line:?}"))?;
+    if bytes == 0 || bytes % 128 != 0 {
+        return Err(format!("{line:?}: an EDID is one or more 128-byte blocks"));
+    }
+    Ok(())
+}
+
 /// The DRM nodes of `dev` (`card0`, `renderD128`), from sysfs.
 fn drm_nodes(dev: &str) -> Result<Vec<String>, String> {
     let dir = Path::new(DEVICES).join(dev).join("drm");
@@ -644,6 +667,7 @@ fn main() -> ExitCode {
         if let Ok(line) = &probe {
             k.diag(line);
             k.check("display_info", &check_mode(line));
+            k.check("edid", &check_edid(&module, &dev));
         }
     }
 

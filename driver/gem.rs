@@ -39,6 +39,13 @@ use crate::{
     DrmDriver, //
 };
 use kernel::{
+    alloc::{
+        allocator::{
+            KVmalloc,
+            Kmalloc, //
+        },
+        Allocator, //
+    },
     dma_fence::FenceAllocation,
     dma_resv::{
         Resv,
@@ -49,10 +56,14 @@ use kernel::{
         device::RegisteredRef,
         gem::{
             self,
-            shmem,
+            shmem::{
+                self,
+                PhysRange, //
+            },
             Release, //
         },
     },
+    page::PAGE_SIZE,
     prelude::*,
     sync::{
         aref::ARef,
@@ -156,7 +167,7 @@ impl Bo {
             dev: dev.registered_ref(),
         };
         let obj = Object::new(dev, size, shmem::ObjectConfig::default(), args)?;
-        let (entries, count) = mem_entries(&obj)?;
+        let attach = attach_backing(&obj, id)?;
 
         let control = gpu.control();
         let create = protocol::encode(&ResourceCreate2d::new(id, format, width, height))?;
@@ -178,22 +189,38 @@ impl Bo {
                 slots.add(&fence, Usage::Write)?;
             }
         }
-        let attach = protocol::encode(&AttachBacking::new(id, count))?;
-        let entries = Reclaimed::read_by_device(entries)?;
-        control.submit(Command::keeping(attach, entries, NODATA)?)?;
+        control.submit(attach)?;
         Ok(obj)
     }
 }
 
-/// The memory entries of `obj`'s pages, by guest-physical address (the device bypasses the DMA
-/// API: see probe), and their number. The pages stay pinned until the object is freed.
-fn mem_entries(obj: &Object) -> Result<(KVVec<u8>, u32)> {
+/// Memory entries up to this size go in `kmalloc`ed memory, which the interrupt handler frees
+/// with the command; larger ones may be `vmalloc`ed, and the reclaim work item frees them.
+const SMALL_ENTRIES: usize = PAGE_SIZE;
+
+/// The `RESOURCE_ATTACH_BACKING` command of `obj`, resource `id`: the memory entries of its
+/// pages, by guest-physical address (the device bypasses the DMA API: see probe). The pages
+/// stay pinned until the object is freed.
+fn attach_backing(obj: &Object, id: u32) -> Result<KBox<Command>> {
     let ranges = obj.pin_phys_ranges()?;
-    let mut entries = KVVec::with_capacity(ranges.len() * size_of::<MemEntry>(), GFP_KERNEL)?;
-    for r in ranges.iter() {
+    let count = u32::try_from(ranges.len()).map_err(|_| EINVAL)?;
+    let attach = protocol::encode(&AttachBacking::new(id, count))?;
+    let bytes = ranges.len() * size_of::<MemEntry>();
+    if bytes <= SMALL_ENTRIES {
+        Command::with_data(attach, mem_entries::<Kmalloc>(&ranges, bytes)?, NODATA)
+    } else {
+        let entries = mem_entries::<KVmalloc>(&ranges, bytes)?;
+        Command::keeping(attach, Reclaimed::read_by_device(entries)?, NODATA)
+    }
+}
+
+/// The memory entries of `ranges`, `bytes` long, in memory of `A`.
+fn mem_entries<A: Allocator>(ranges: &[PhysRange], bytes: usize) -> Result<Vec<u8, A>> {
+    let mut entries = Vec::<u8, A>::with_capacity(bytes, GFP_KERNEL)?;
+    for r in ranges {
         entries.extend_from_slice(MemEntry::new(r.addr, r.len).as_bytes(), GFP_KERNEL)?;
     }
-    Ok((entries, u32::try_from(ranges.len()).map_err(|_| EINVAL)?))
+    Ok(entries)
 }
 
 /// Sends `RESOURCE_UNREF` for `obj`'s resource; `obj` is freed once the device has answered.

@@ -307,12 +307,45 @@ pub(crate) mod config {
     pub(crate) const BLOB_ALIGNMENT: u32 = offset_of!(virtio_gpu_config, blob_alignment) as u32;
 }
 
-/// Copies `value` into a new vector, as the device-readable part of a command.
-pub(crate) fn encode<T: AsBytes>(value: &T) -> Result<KVec<u8>> {
+/// Copies `value` into an [`Encoded`], as the device-readable part of a command; `EINVAL` if it
+/// is longer than [`MAX_COMMAND`] bytes.
+pub(crate) fn encode<T: AsBytes>(value: &T) -> Result<Encoded> {
     let bytes = value.as_bytes();
-    let mut v = KVec::with_capacity(bytes.len(), GFP_KERNEL)?;
-    v.extend_from_slice(bytes, GFP_KERNEL)?;
-    Ok(v)
+    let mut encoded = Encoded {
+        bytes: [0; MAX_COMMAND],
+        len: bytes.len(),
+    };
+    encoded
+        .bytes
+        .get_mut(..bytes.len())
+        .ok_or(EINVAL)?
+        .copy_from_slice(bytes);
+    Ok(encoded)
+}
+
+/// The size of the largest command the driver sends (`TRANSFER_TO_HOST_2D`'s is 56 bytes).
+pub(crate) const MAX_COMMAND: usize = 64;
+
+/// A command's bytes, held by value: a command needs no allocation of its own.
+///
+/// # Invariants
+///
+/// `len <= MAX_COMMAND`.
+pub(crate) struct Encoded {
+    bytes: [u8; MAX_COMMAND],
+    len: usize,
+}
+
+impl Encoded {
+    /// The command's bytes.
+    pub(crate) fn as_slice(&self) -> &[u8] {
+        self.bytes.get(..self.len).unwrap_or(&[])
+    }
+
+    /// The command's bytes, to write a fence into.
+    pub(crate) fn as_mut_slice(&mut self) -> &mut [u8] {
+        self.bytes.get_mut(..self.len).unwrap_or(&mut [])
+    }
 }
 
 /// Reads a `T` from the start of `bytes`; `EPROTO` if the device wrote less.

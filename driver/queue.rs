@@ -34,7 +34,11 @@
 //! Nothing sleeps under any of them.
 
 use crate::{
-    protocol,
+    protocol::{
+        self,
+        CtrlHdr,
+        Encoded, //
+    },
     reclaim::{
         self,
         Reclaimed, //
@@ -133,14 +137,63 @@ impl Reply {
     }
 }
 
+/// Room for a command's response: a header's worth inside the command (all that a command
+/// nobody waits for gets back), or a buffer for a synchronous command's answer.
+enum Response {
+    Header([u8; size_of::<CtrlHdr>()]),
+    Buffer(KVec<u8>),
+}
+
+impl Response {
+    /// Room for `len` bytes; allocates unless it is a header's worth.
+    fn new(len: usize) -> Result<Self> {
+        if len == size_of::<CtrlHdr>() {
+            return Ok(Self::Header([0; size_of::<CtrlHdr>()]));
+        }
+        Self::buffer(len)
+    }
+
+    /// Room for `len` bytes in a buffer, which a waiter can be handed.
+    fn buffer(len: usize) -> Result<Self> {
+        let mut resp = KVec::with_capacity(len, GFP_KERNEL)?;
+        resp.resize(len, 0, GFP_KERNEL)?;
+        Ok(Self::Buffer(resp))
+    }
+
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Self::Header(h) => h,
+            Self::Buffer(b) => b,
+        }
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        match self {
+            Self::Header(h) => h,
+            Self::Buffer(b) => b,
+        }
+    }
+
+    /// Takes the buffer out, for the waiter (empty for a header kept inline).
+    fn take_buffer(&mut self) -> KVec<u8> {
+        match self {
+            Self::Header(_) => KVec::new(),
+            Self::Buffer(b) => core::mem::take(b),
+        }
+    }
+}
+
 /// A command buffer: what the device reads, room for what it writes, and who waits for it.
 ///
-/// The interrupt handler takes `reclaim` out before it drops a command; the rest never sleeps
-/// when dropped: `kmalloc`ed vectors and an `Arc<Reply>`. (What may be `vmalloc`ed, the data
-/// following a command, is in `reclaim`.)
+/// A command and its response header live inside it, so a command that needs no more costs
+/// one allocation (the box). The interrupt handler takes `reclaim` out before it drops a
+/// command; the rest never sleeps when dropped: `kmalloc`ed memory and an `Arc<Reply>`. (Data
+/// following a command that may be `vmalloc`ed is in `reclaim`.)
 pub(crate) struct Command {
-    cmd: KVec<u8>,
-    resp: KVec<u8>,
+    cmd: Encoded,
+    /// What follows the command, if anything, when small (`kmalloc`ed).
+    data: KVec<u8>,
+    resp: Response,
     reply: Option<Arc<Reply>>,
     /// What to let go, in process context, once the device has answered: an object, and the
     /// data that follows the command, if any.
@@ -151,12 +204,15 @@ pub(crate) struct Command {
 
 impl Command {
     /// A command of the bytes `cmd` with room for a response of `resp_len` bytes.
-    pub(crate) fn new(cmd: KVec<u8>, resp_len: usize) -> Result<KBox<Self>> {
-        let mut resp = KVec::with_capacity(resp_len, GFP_KERNEL)?;
-        resp.resize(resp_len, 0, GFP_KERNEL)?;
+    pub(crate) fn new(cmd: Encoded, resp_len: usize) -> Result<KBox<Self>> {
+        Self::with_response(cmd, Response::new(resp_len)?)
+    }
+
+    fn with_response(cmd: Encoded, resp: Response) -> Result<KBox<Self>> {
         Ok(KBox::new(
             Self {
                 cmd,
+                data: KVec::new(),
                 resp,
                 reply: None,
                 reclaim: None,
@@ -164,6 +220,14 @@ impl Command {
             },
             GFP_KERNEL,
         )?)
+    }
+
+    /// A command of the bytes `cmd` followed by `data`, with room for a response of `resp_len`
+    /// bytes.
+    pub(crate) fn with_data(cmd: Encoded, data: KVec<u8>, resp_len: usize) -> Result<KBox<Self>> {
+        let mut this = Self::new(cmd, resp_len)?;
+        this.data = data;
+        Ok(this)
     }
 
     /// A command of the bytes `cmd`, followed by the data of `kept` if any, with room for a
@@ -174,7 +238,7 @@ impl Command {
     /// reset at unbind; if the command is dropped unsent, the object is leaked (see
     /// [`crate::reclaim`]).
     pub(crate) fn keeping(
-        cmd: KVec<u8>,
+        cmd: Encoded,
         kept: ListArc<Reclaimed>,
         resp_len: usize,
     ) -> Result<KBox<Self>> {
@@ -185,7 +249,7 @@ impl Command {
 
     /// Makes this a fenced command of seqno `seqno`.
     fn set_fence(&mut self, seqno: u64) -> Result {
-        protocol::set_fence(&mut self.cmd, seqno)?;
+        protocol::set_fence(self.cmd.as_mut_slice(), seqno)?;
         self.fence = Some(seqno);
         Ok(())
     }
@@ -200,14 +264,18 @@ impl Command {
 
 impl Buffer for Command {
     fn describe<'a>(&'a mut self, sg: &mut Sg<'a>) -> Result {
-        sg.device_reads(&self.cmd)?;
+        sg.device_reads(self.cmd.as_slice())?;
+        if !self.data.is_empty() {
+            sg.device_reads(&self.data)?;
+        }
         if let Some(data) = self.reclaim.as_deref().map(Reclaimed::data) {
             if !data.is_empty() {
                 sg.device_reads(data)?;
             }
         }
-        if !self.resp.is_empty() {
-            sg.device_writes(&mut self.resp)?;
+        let resp = self.resp.bytes_mut();
+        if !resp.is_empty() {
+            sg.device_writes(resp)?;
         }
         Ok(())
     }
@@ -367,9 +435,9 @@ impl<'a> CommandQueue<'a> {
     /// most `resp_len` bytes and returns the bytes the device wrote.
     ///
     /// `ETIMEDOUT` if the device does not answer in time, `ENODEV` if it is removed meanwhile.
-    pub(crate) fn call(&self, cmd: KVec<u8>, resp_len: usize) -> Result<KVec<u8>> {
+    pub(crate) fn call(&self, cmd: Encoded, resp_len: usize) -> Result<KVec<u8>> {
         let reply = Arc::pin_init(Reply::new(), GFP_KERNEL)?;
-        let mut command = Command::new(cmd, resp_len)?;
+        let mut command = Command::with_response(cmd, Response::buffer(resp_len)?)?;
         command.reply = Some(reply.clone());
         self.submit(command)?;
 
@@ -412,8 +480,8 @@ impl<'a> CommandQueue<'a> {
                     signal_until = core::cmp::max(signal_until, cmd.fence);
                 }
                 if let Some(reply) = cmd.reply.take() {
-                    let resp = core::mem::take(&mut cmd.resp);
-                    reply.answer(resp, len, irq);
+                    // A buffer: `call` made the command.
+                    reply.answer(cmd.resp.take_buffer(), len, irq);
                 } else {
                     log_error_response(&cmd, len, &mut inner.errors);
                 }
@@ -552,13 +620,14 @@ impl RateLimit {
 /// Logs the device's error answer to a command nobody waits for, as C does (rate-limited): the
 /// command is gone, nobody else would learn of it.
 fn log_error_response(cmd: &Command, len: u32, limit: &mut RateLimit) {
-    let len = core::cmp::min(len as usize, cmd.resp.len());
-    let Ok(hdr) = protocol::decode::<protocol::CtrlHdr>(cmd.resp.get(..len).unwrap_or(&[])) else {
+    let resp = cmd.resp.bytes();
+    let len = core::cmp::min(len as usize, resp.len());
+    let Ok(hdr) = protocol::decode::<protocol::CtrlHdr>(resp.get(..len).unwrap_or(&[])) else {
         return;
     };
     if hdr.ty() < protocol::RESP_ERR_UNSPEC || !limit.allow() {
         return;
     }
-    let ty = protocol::decode::<protocol::CtrlHdr>(&cmd.cmd).map_or(0, |c| c.ty());
+    let ty = protocol::decode::<protocol::CtrlHdr>(cmd.cmd.as_slice()).map_or(0, |c| c.ty());
     pr_err!("response {:#x} (command {:#x})\n", hdr.ty(), ty);
 }

@@ -223,7 +223,7 @@ pub(crate) fn defer_with(dev: &DrmDevice, obj: ListArc<Reclaimed>, irq: &LocalIn
     dev.reclaim.lock_with(irq).push_back(obj);
     // Already queued is fine: it will see this object. The reference comes back then, and
     // dropping it does not free the device (the caller's queue holds one).
-    let _ = workqueue::system_dfl().enqueue(ARef::from(dev));
+    let _ = workqueue::system_percpu().enqueue(ARef::from(dev));
 }
 
 /// Waits until the reclaim work item of `dev` is idle. Called at unbind, once the device can no

@@ -232,6 +232,22 @@ pub mod virtgpu {
         pub layer_stride: u32,
     }
 
+    impl Transfer {
+        /// A transfer of the whole `width` x `height` 2D resource of object `handle`.
+        pub fn whole(handle: u32, width: u32, height: u32) -> Self {
+            Self {
+                bo_handle: handle,
+                bx: Box3d {
+                    w: width,
+                    h: height,
+                    d: 1,
+                    ..Default::default()
+                },
+                ..Default::default()
+            }
+        }
+    }
+
     #[repr(C)]
     #[derive(Default, Clone, Copy, Debug)]
     pub struct Wait {

@@ -71,16 +71,7 @@ fn create_wait(fd: BorrowedFd<'_>) -> Res<()> {
 fn transfers(fd: BorrowedFd<'_>) -> Res<std::time::Duration> {
     let r = create(fd, 1024, 1024)?;
     wait(fd, r.bo_handle)?;
-    let transfer = virtgpu::Transfer {
-        bo_handle: r.bo_handle,
-        bx: virtgpu::Box3d {
-            w: 1024,
-            h: 1024,
-            d: 1,
-            ..Default::default()
-        },
-        ..Default::default()
-    };
+    let transfer = virtgpu::Transfer::whole(r.bo_handle, 1024, 1024);
     let start = Instant::now();
     for _ in 0..TRANSFERS {
         virtgpu::call(fd, virtgpu::TRANSFER_TO_HOST, transfer)

@@ -325,16 +325,7 @@ fn virtgpu_resources(fd: BorrowedFd<'_>, c: &mut Calls) {
             virtgpu::call(fd, virtgpu::MAP, map),
             |_| String::new(),
         );
-        let transfer = virtgpu::Transfer {
-            bo_handle: h,
-            bx: virtgpu::Box3d {
-                w: 64,
-                h: 64,
-                d: 1,
-                ..Default::default()
-            },
-            ..Default::default()
-        };
+        let transfer = virtgpu::Transfer::whole(h, 64, 64);
         c.call(
             &format!("virtgpu_transfer_to_host{case}"),
             want,

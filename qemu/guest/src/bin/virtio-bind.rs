@@ -583,16 +583,7 @@ fn check_full_queue_removal(module: &str, dev: &str, drv: &Path) -> Result<Strin
         let f = f.try_clone().map_err(|e| format!("dup: {e}"))?;
         std::thread::spawn(move || {
             tid.store(gettid(), std::sync::atomic::Ordering::SeqCst);
-            let transfer = virtgpu::Transfer {
-                bo_handle: rc.bo_handle,
-                bx: virtgpu::Box3d {
-                    w: 64,
-                    h: 64,
-                    d: 1,
-                    ..Default::default()
-                },
-                ..Default::default()
-            };
+            let transfer = virtgpu::Transfer::whole(rc.bo_handle, 64, 64);
             loop {
                 if let Err(e) = virtgpu::call(f.as_fd(), virtgpu::TRANSFER_TO_HOST, transfer) {
                     return e;

@@ -375,7 +375,7 @@ pub fn run(
                 let kasan = if arch == "x86_64" { ", KASAN" } else { "" };
                 println!(
                     "\n{arch}{kernel} (TCG, debug config: PROVE_LOCKING, \
-                     DEBUG_WW_MUTEX_SLOWPATH{kasan})"
+                     DEBUG_WW_MUTEX_SLOWPATH, DEBUG_KMEMLEAK{kasan})"
                 );
                 println!(
                     "{:<26} {:>12} {:>12} {:>8}",

@@ -51,14 +51,12 @@ impl IrqWorkItem for Round {
         for _ in 0..ITERS {
             *self.lock.lock_with(irq) += 1;
         }
-        self.with_ns
-            .store(start.elapsed().as_nanos(), Relaxed);
+        self.with_ns.store(start.elapsed().as_nanos(), Relaxed);
         let start = Instant::<Monotonic>::now();
         for _ in 0..ITERS {
             *self.lock.lock() += 1;
         }
-        self.plain_ns
-            .store(start.elapsed().as_nanos(), Relaxed);
+        self.plain_ns.store(start.elapsed().as_nanos(), Relaxed);
         self.done.complete_all();
     }
 }
@@ -66,7 +64,12 @@ impl IrqWorkItem for Round {
 /// Prints `ns`, the time of `ITERS` pairs, per pair with one decimal.
 fn report(case: &str, ns: i64) {
     let tenths = ns * 10 / ITERS;
-    pr_info!("irqlock_bench: {} ns={}.{}\n", case, tenths / 10, tenths % 10);
+    pr_info!(
+        "irqlock_bench: {} ns={}.{}\n",
+        case,
+        tenths / 10,
+        tenths % 10
+    );
 }
 
 struct IrqLockBench;

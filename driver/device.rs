@@ -118,7 +118,8 @@ pub(crate) struct VirtioGpu<'bound> {
     pub(crate) blob_alignment: Option<u32>,
     pub(crate) capsets: KVec<CapsetInfo>,
     pub(crate) scanouts: KVec<Scanout>,
-    /// The scanouts' EDIDs, with `VIRTIO_GPU_F_EDID` (empty for one the host did not give).
+    /// The scanouts' EDIDs with `VIRTIO_GPU_F_EDID`, one per scanout (empty for one the host
+    /// did not give); none without the feature.
     #[expect(dead_code, reason = "the connectors will read them, once there is KMS")]
     pub(crate) edids: KVec<KVec<u8>>,
 }
@@ -160,11 +161,16 @@ impl<'bound> VirtioGpu<'bound> {
         let mut edids = KVec::with_capacity(num_scanouts, GFP_KERNEL)?;
         if features.edid {
             for i in 0..num_scanouts {
-                let edid = edid(&queues.control, i as u32).unwrap_or_else(|e| {
-                    dev_err!(dev, "EDID of scanout {}: {:?}\n", i, e);
-                    KVec::new()
-                });
-                dev_info!(dev, "EDID of scanout {}: {} bytes\n", i, edid.len());
+                let edid = match edid(&queues.control, i as u32) {
+                    Ok(edid) => {
+                        dev_info!(dev, "EDID of scanout {}: {} bytes\n", i, edid.len());
+                        edid
+                    }
+                    Err(e) => {
+                        dev_err!(dev, "EDID of scanout {}: {:?}\n", i, e);
+                        KVec::new()
+                    }
+                };
                 edids.push(edid, GFP_KERNEL)?;
             }
         }

@@ -123,11 +123,13 @@ fn show_hold(dev: &RegisteredRef<DrmDriver>, f: &mut fmt::Formatter<'_>) -> fmt:
 
 #[cfg(CONFIG_DRM_VIRTIO_GPU_RS_FAULT_INJECTION)]
 fn store_hold(dev: &RegisteredRef<DrmDriver>, reader: &mut UserSliceReader) -> Result {
-    let mut buf = [0u8; 1];
-    reader.read_slice(&mut buf)?;
-    let hold = match buf[0] {
-        b'1' | b'y' | b'Y' => true,
-        b'0' | b'n' | b'N' => false,
+    let mut buf = [0u8; 8];
+    let len = reader.len();
+    let text = buf.get_mut(..len).ok_or(EINVAL)?;
+    reader.read_slice(text)?;
+    let hold = match text.strip_suffix(b"\n").unwrap_or(text) {
+        b"1" | b"y" | b"Y" => true,
+        b"0" | b"n" | b"N" => false,
         _ => return Err(EINVAL),
     };
     if dev.device().faults.hold.xchg(hold, Relaxed) && !hold {

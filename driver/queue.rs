@@ -410,7 +410,15 @@ impl<'a> CommandQueue<'a> {
     ///
     /// On failure the command is dropped, after the queue lock (its drop may sleep).
     pub(crate) fn submit(&self, cmd: KBox<Command>) -> Result {
-        let mut request = Request::new(cmd, GFP_KERNEL)?;
+        let mut request = match Request::try_new(cmd, GFP_KERNEL) {
+            Ok(request) => request,
+            Err((e, cmd)) => {
+                // Refused as the queue would refuse it: what it frees waits for the reset.
+                let inner = self.inner.lock();
+                let reset = inner.removed;
+                return finish(inner, Err((e, cmd, reset)));
+            }
+        };
         let mut inner = self.inner.lock();
         let outcome = loop {
             if inner.removed {
@@ -460,7 +468,8 @@ impl<'a> CommandQueue<'a> {
     }
 
     /// Completes every buffer the device used. Called from the virtqueue callback of `dev`'s
-    /// device.
+    /// device, and by fault injection when it lets held completions through (interrupts
+    /// disabled, as `irq` proves).
     pub(crate) fn complete(&self, dev: &DrmDevice, irq: &LocalInterruptDisabled) {
         if dev.faults.holds_completions() {
             return;

@@ -406,7 +406,7 @@ impl Device<device::Bound> {
     }
 }
 
-impl Device<device::Core<'_>> {
+impl<'c> Device<device::Core<'c>> {
     /// Resets the device: it stops using every buffer, and the transport synchronises with
     /// running queue callbacks. Sleeps.
     ///
@@ -415,12 +415,14 @@ impl Device<device::Core<'_>> {
     /// abstraction resets after `unbind` in any case.
     ///
     /// The returned [`Reset`] proves the reset to [`virtqueue::Virtqueue::detach_unused`].
-    pub fn reset(&self) -> Reset<'_> {
+    #[must_use = "detaching unused buffers needs the proof"]
+    pub fn reset(&self) -> Reset<'c> {
         // SAFETY: By the type invariant `self.as_raw()` is valid; `Core` means the device lock is
         // held, as the core holds it around probe and remove.
         unsafe { bindings::virtio_reset_device(self.as_raw()) };
-        // INVARIANT: Just reset; the borrow of `self` keeps the device lock held, so it is not
-        // made ready again while the proof lives.
+        // INVARIANT: Just reset. `'c` is the invariant brand of this `Core` context, which
+        // lasts while the device lock is held (the probe or unbind call); the proof carries it
+        // and cannot leave the thread, so it does not outlive the lock.
         Reset {
             vdev: self.as_raw(),
             _p: PhantomData,
@@ -430,14 +432,18 @@ impl Device<device::Core<'_>> {
 
 /// Proof that a device was reset and uses no buffer: the device lock is held meanwhile.
 ///
+/// It is neither `Send` nor `Sync` (it holds a raw pointer and the brand of a `Core` context):
+/// it stays on the thread that holds the device lock, and its lifetime is that context's, so it
+/// cannot be kept past the probe or unbind call that made it.
+///
 /// # Invariants
 ///
-/// `vdev` was reset by [`Device::reset`] and stays reset while `'a` lasts: `'a` borrows the
-/// device in its [`device::Core`] context, so the device lock is held, and only probe (or a
-/// restore, also under the device lock) makes a device ready.
-pub struct Reset<'a> {
+/// `vdev` was reset by [`Device::reset`] and stays reset while `'c` lasts: `'c` is the brand of
+/// the [`device::Core`] context the reset was made in, so the device lock is held, and only
+/// probe (or a restore, also under the device lock) makes a device ready.
+pub struct Reset<'c> {
     vdev: *mut bindings::virtio_device,
-    _p: PhantomData<&'a ()>,
+    _p: PhantomData<fn(&'c ()) -> &'c ()>,
 }
 
 impl Reset<'_> {

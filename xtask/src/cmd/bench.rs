@@ -64,7 +64,7 @@ pub fn parse_arc_bench(log: &str) -> Vec<(String, f64)> {
     parse_ns_lines(log, "arc_bench")
 }
 
-/// Reads `<prefix>: <case> ns=<n>` lines from a serial log.
+/// Reads `<prefix>: <case> ns=<n> [more=<m> ...]` lines from a serial log.
 pub fn parse_ns_lines(log: &str, prefix: &str) -> Vec<(String, f64)> {
     let marker = format!("{prefix}: ");
     log.lines()
@@ -72,8 +72,10 @@ pub fn parse_ns_lines(log: &str, prefix: &str) -> Vec<(String, f64)> {
             let rest = crate::ktap::strip_timestamp(line)
                 .split(marker.as_str())
                 .nth(1)?;
-            let (case, ns) = rest.trim().split_once(" ns=")?;
-            Some((case.to_string(), ns.trim().parse().ok()?))
+            let mut words = rest.split_whitespace();
+            let case = words.next()?;
+            let ns = words.find_map(|w| w.strip_prefix("ns="))?.parse().ok()?;
+            Some((case.to_string(), ns))
         })
         .collect()
 }
@@ -161,16 +163,7 @@ const DRIVER_BENCH: &str = "drm-bench";
 
 /// Reads `drm_bench: <case> ns=<n>` lines (the output of one run of [`DRIVER_BENCH`]).
 pub fn parse_driver_bench(lines: &[&str]) -> Vec<(String, f64)> {
-    lines
-        .iter()
-        .filter_map(|l| {
-            let rest = l.split("drm_bench: ").nth(1)?;
-            let mut words = rest.split_whitespace();
-            let case = words.next()?;
-            let ns = words.find_map(|w| w.strip_prefix("ns="))?.parse().ok()?;
-            Some((case.to_string(), ns))
-        })
-        .collect()
+    parse_ns_lines(&lines.join("\n"), "drm_bench")
 }
 
 /// Rounds of [`DRIVER_BENCH`] per driver, alternating C and Rust, so that a slow spell of the

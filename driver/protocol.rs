@@ -142,8 +142,6 @@ pub(crate) const CMD_GET_EDID: u32 = uapi::virtio_gpu_ctrl_type_VIRTIO_GPU_CMD_G
 /// `VIRTIO_GPU_RESP_OK_EDID`.
 pub(crate) const RESP_OK_EDID: u32 = uapi::virtio_gpu_ctrl_type_VIRTIO_GPU_RESP_OK_EDID;
 
-
-
 impl GetEdid {
     /// Asks for the EDID of scanout `scanout`.
     pub(crate) fn new(scanout: u32) -> Self {
@@ -201,7 +199,7 @@ wire_struct!(
     ResourceCreate2d(uapi::virtio_gpu_resource_create_2d),
     AttachBacking(uapi::virtio_gpu_resource_attach_backing),
     MemEntry(uapi::virtio_gpu_mem_entry),
-        ResourceUnref(uapi::virtio_gpu_resource_unref),
+    ResourceUnref(uapi::virtio_gpu_resource_unref),
     GetEdid(uapi::virtio_gpu_cmd_get_edid),
 );
 

@@ -41,14 +41,8 @@ pub const ROOT_PACKAGES: &[&str] = &[
     "clang",
     "lld",
     "llvm",
-    "rustc",
-    "rust-src",
     "bindgen",
-    "rustfmt",
-    "rust-clippy",
-    // guest programs, both arches
-    "cargo",
-    "libstd-rust-dev:arm64",
+    // guest programs, both arches (Rust's own packages are in RUST_PACKAGES)
     "gcc-aarch64-linux-gnu",
     "libc6-dev-arm64-cross",
     // machines
@@ -56,6 +50,40 @@ pub const ROOT_PACKAGES: &[&str] = &[
     "qemu-system-arm",
     "patch",
 ];
+
+/// Packages built from Debian's `rustc` source: installed at one version,
+/// the newest that the mirror has for both amd64 and arm64 ([`rust_version`]).
+/// `libstd-rust-dev` of the two arches must match `rustc` exactly, and
+/// trixie-backports can carry a new amd64 build for days before the arm64
+/// one is published; asking apt for "the newest" then has no solution.
+pub const RUST_PACKAGES: &[&str] = &[
+    "rustc",
+    "rust-src",
+    "rustfmt",
+    "rust-clippy",
+    "cargo",
+    "libstd-rust-dev",
+    "libstd-rust-dev:arm64",
+];
+
+/// The newest version in `amd64` (`apt-cache madison rustc`) that `arm64`
+/// (`apt-cache madison libstd-rust-dev:arm64`) also lists. apt lists a
+/// package's versions newest first, so the first match is the newest.
+pub fn rust_version(amd64: &str, arm64: &str) -> Option<String> {
+    fn versions(madison: &str) -> Vec<&str> {
+        madison
+            .lines()
+            .filter_map(|l| l.split('|').nth(1))
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .collect()
+    }
+    let arm64 = versions(arm64);
+    versions(amd64)
+        .into_iter()
+        .find(|v| arm64.contains(v))
+        .map(str::to_string)
+}
 
 /// Bumped when the provisioning steps change, so old roots are not reused.
 const ROOT_LAYOUT: u32 = 1;
@@ -334,24 +362,31 @@ pub fn ensure_root_packages(tc: &Toolchain, cache: &Cache) -> Result<()> {
     }
     need_privileges()?;
     let log = stamps.join("setup.log");
-    let steps: Vec<Cmd> = vec![
-        // Repairs an interrupted earlier run.
-        Cmd::new("dpkg").arg("--configure").arg("-a"),
-        Cmd::new("apt-get").args(["-y", "-f", "install"]),
-        Cmd::new("apt-get")
-            .args(["-y", "install", "-t", &format!("{SUITE}-backports")])
-            .args(ROOT_PACKAGES),
-    ];
+    let hint = "rerun `cargo xtask setup`: it resumes where it stopped";
     Phase::start("setup: packages").run(
         |phase| {
-            for s in steps {
-                ui::run_logged(
-                    &mut tc.command(&s),
-                    &log,
-                    phase,
-                    "rerun `cargo xtask setup`: it resumes where it stopped",
-                )?;
+            // Repairs an interrupted earlier run.
+            for s in [
+                Cmd::new("dpkg").arg("--configure").arg("-a"),
+                Cmd::new("apt-get").args(["-y", "-f", "install"]),
+            ] {
+                ui::run_logged(&mut tc.command(&s), &log, phase, hint)?;
             }
+            let madison = |p: &str| tc.output(&Cmd::new("apt-cache").args(["madison", p]));
+            let (amd64, arm64) = (madison("rustc")?, madison("libstd-rust-dev:arm64")?);
+            let Some(rust) = rust_version(&amd64, &arm64) else {
+                bail!(
+                    "the Debian mirror has no rustc version built for both amd64 and arm64\n\
+                     amd64 rustc:\n{amd64}arm64 libstd-rust-dev:\n{arm64}\
+                     hint: check the mirror in the root's /etc/apt/sources.list, then rerun"
+                );
+            };
+            phase.status(&format!("Rust {rust}"));
+            let install = Cmd::new("apt-get")
+                .args(["-y", "install", "-t", &format!("{SUITE}-backports")])
+                .args(ROOT_PACKAGES)
+                .args(RUST_PACKAGES.iter().map(|p| format!("{p}={rust}")));
+            ui::run_logged(&mut tc.command(&install), &log, phase, hint)?;
             std::fs::write(&done, "")?;
             Ok(tc
                 .output(&Cmd::new("rustc").arg("--version"))
@@ -364,8 +399,9 @@ pub fn ensure_root_packages(tc: &Toolchain, cache: &Cache) -> Result<()> {
 
 fn root_paths(cache: &Cache) -> (PathBuf, PathBuf) {
     let key = crate::paths::short_hash(&format!(
-        "{ROOT_LAYOUT}\n{SUITE}\n{}",
-        ROOT_PACKAGES.join(" ")
+        "{ROOT_LAYOUT}\n{SUITE}\n{} {}",
+        ROOT_PACKAGES.join(" "),
+        RUST_PACKAGES.join(" ")
     ));
     (
         cache.dir.join(format!("root/{SUITE}-{key}")),
@@ -495,6 +531,24 @@ pub fn host_shortfalls(src: &Path, scratch: &Path) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rust_version_is_the_newest_both_arches_have() {
+        let amd64 = "     rustc | 1.98.1+dfsg1-1~bpo13+1 | http://m trixie-backports/main amd64 Packages\n\
+                     \x20    rustc | 1.85.1+dfsg1-1+deb13u1 | http://m trixie/main amd64 Packages\n";
+        let arm64 = "libstd-rust-dev:arm64 | 1.97.1+dfsg1-1~bpo13+1 | http://m trixie-backports/main arm64 Packages\n\
+                     libstd-rust-dev:arm64 | 1.85.1+dfsg1-1+deb13u1 | http://m trixie/main arm64 Packages\n";
+        assert_eq!(
+            rust_version(amd64, arm64).as_deref(),
+            Some("1.85.1+dfsg1-1+deb13u1")
+        );
+        let arm64_caught_up = "libstd-rust-dev:arm64 | 1.98.1+dfsg1-1~bpo13+1 | x\n";
+        assert_eq!(
+            rust_version(amd64, arm64_caught_up).as_deref(),
+            Some("1.98.1+dfsg1-1~bpo13+1")
+        );
+        assert_eq!(rust_version(amd64, ""), None);
+    }
 
     #[test]
     fn mirror_from_deb822() {

@@ -24,7 +24,7 @@ mod suite {
     define_ww_class!(WW);
     define_wd_class!(WD);
 
-    const CLASSES: [&Class; 2] = [&WW, &WD];
+    static CLASSES: [&Class; 2] = [&WW, &WD];
 
     type Lock = Pin<KBox<Mutex<'static, i64>>>;
 

@@ -364,9 +364,10 @@ impl<'a> CommandQueue<'a> {
     /// signals once the device has answered. Sleeps while the queue is full.
     ///
     /// `fence` is the fence's memory, allocated ahead: nothing allocates a fence under the
-    /// lock. The scatter-gather lists are, though (`GFP_ATOMIC`), since the seqno is written
-    /// into the command there; so this is for small commands, without data (whose lists would
-    /// be long). On failure the command is dropped after the lock.
+    /// lock. The scatter-gather lists are built there, since the seqno is written into the
+    /// command there; a small command's lists fit in the request (see `Request::new`), a long
+    /// one's would be allocated with `GFP_ATOMIC`, so this is for commands without large data. On failure
+    /// the command is dropped after the lock.
     pub(crate) fn submit_fenced(
         &self,
         mut cmd: KBox<Command>,

@@ -139,11 +139,19 @@ impl Ctx {
             Some(v) => format!("{}-{v}", m.name),
             None => m.name.clone(),
         };
-        let build_dir = ui::ensure_dir(
-            self.cache
-                .dir
-                .join(format!("build/{name}-{}", paths::short_hash(&key_src))),
-        )?;
+        let key = paths::short_hash(&key_src);
+        let dir = self.cache.dir.join(format!("build/{name}-{key}"));
+        if variant.is_some() && !dir.exists() {
+            // A variant's first build starts from a copy of the machine's own
+            // build: kbuild then rebuilds only what depends on the options the
+            // variant changes (fixdep tracks each object's CONFIG_ symbols),
+            // not the whole kernel.
+            let base = self.cache.dir.join(format!("build/{}-{key}", m.name));
+            if base.join("vmlinux").exists() {
+                seed_build_dir(&base, &dir, &name)?;
+            }
+        }
+        let build_dir = ui::ensure_dir(dir)?;
         let log = build_dir.join("build.log");
         let _ = std::fs::remove_file(&log);
 
@@ -329,4 +337,87 @@ pub fn cargo_home() -> Result<PathBuf> {
         return Ok(PathBuf::from(h));
     }
     Ok(PathBuf::from(std::env::var_os("HOME").context("HOME is not set")?).join(".cargo"))
+}
+
+/// Makes `dir`, the build directory of variant `name`, a copy of `base`, the
+/// machine's complete build directory (without its installed modules).
+fn seed_build_dir(base: &Path, dir: &Path, name: &str) -> Result<()> {
+    let tmp = dir.with_extension("partial");
+    if tmp.exists() {
+        crate::toolchain::remove_tree(&tmp)?;
+    }
+    Phase::start(format!("seed build {name}")).run(
+        |phase| {
+            let mut cp = std::process::Command::new("cp");
+            cp.args(["-a", "--reflink=auto"]).arg(base).arg(&tmp);
+            let log = dir.parent().unwrap_or(dir).join("seed.log");
+            ui::run_logged(
+                &mut cp,
+                &log,
+                phase,
+                "check the free space in the cache, then rerun",
+            )?;
+            let modroot = tmp.join("modroot");
+            if modroot.exists() {
+                crate::toolchain::remove_tree(&modroot)?;
+            }
+            // The host tools' build (objtool) records its output by absolute
+            // path; a changed command line rebuilds objtool, and every object
+            // depends on objtool. Point the records at the copy.
+            repoint_text_files(&tmp.join("tools"), base, dir)?;
+            std::fs::rename(&tmp, dir)?;
+            Ok(())
+        },
+        |_| format!("from {}", base.display()),
+    )
+}
+
+/// Replaces `from` by `to` in every text file under `dir` that names `from`,
+/// keeping its modification time (ELF files, whose strings are only debug
+/// information, are left alone).
+fn repoint_text_files(dir: &Path, from: &Path, to: &Path) -> Result<()> {
+    if !dir.exists() {
+        return Ok(());
+    }
+    let (from, to) = (from.to_string_lossy(), to.to_string_lossy());
+    for entry in walk(dir)? {
+        let Ok(bytes) = std::fs::read(&entry) else {
+            continue;
+        };
+        if bytes.starts_with(b"\x7fELF") {
+            continue;
+        }
+        let Ok(text) = String::from_utf8(bytes) else {
+            continue;
+        };
+        if text.contains(from.as_ref()) {
+            // make compares times: the rewritten file keeps its own.
+            let mtime = std::fs::metadata(&entry)?.modified()?;
+            std::fs::write(&entry, text.replace(from.as_ref(), to.as_ref()))
+                .with_context(|| format!("rewriting {}", entry.display()))?;
+            std::fs::File::options()
+                .write(true)
+                .open(&entry)?
+                .set_modified(mtime)?;
+        }
+    }
+    Ok(())
+}
+
+/// Every regular file under `dir`, recursively (symbolic links not followed).
+fn walk(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).with_context(|| format!("reading {}", d.display()))? {
+            let e = e?;
+            let t = e.file_type()?;
+            if t.is_dir() {
+                dirs.push(e.path());
+            } else if t.is_file() {
+                files.push(e.path());
+            }
+        }
+    }
+    Ok(files)
 }

@@ -205,29 +205,70 @@ unsafe fn fill(list: *mut bindings::scatterlist, part: &Part, n: usize) {
     }
 }
 
+/// Requests with at most this many scatter-gather entries keep them inline: a command with a
+/// header, a payload and a response in linear memory allocates nothing for its lists.
+const INLINE_ENTRIES: usize = 4;
+
+/// The scatter-gather entries of a [`Request`].
+///
+/// Each entry names a page (a `struct page` pointer with flag bits in `page_link`), an offset
+/// and a length. None points into the entries: the lists are never chained, `sg_next` steps to
+/// the adjacent entry and `sg_mark_end` only sets a bit. So the lists stay valid wherever the
+/// request moves, and `virtqueue_add_sgs` keeps no pointer to them once it returns.
+enum Entries {
+    Inline([bindings::scatterlist; INLINE_ENTRIES]),
+    Allocated(KVec<bindings::scatterlist>),
+}
+
+// `Request` is `Send` because its entries are plain data: keep it so.
+const _: () = {
+    const fn assert_send<T: Send>() {}
+    assert_send::<Entries>();
+};
+
+impl Entries {
+    /// At least `n` zeroed entries: inline when they fit (then `flags` is not used).
+    fn zeroed(n: usize, flags: Flags) -> Result<Self> {
+        if n <= INLINE_ENTRIES {
+            return Ok(Self::Inline(Zeroable::zeroed()));
+        }
+        Ok(Self::Allocated(KVec::from_elem(
+            Zeroable::zeroed(),
+            n,
+            flags,
+        )?))
+    }
+
+    fn as_mut_ptr(&mut self) -> *mut bindings::scatterlist {
+        match self {
+            Self::Inline(sgs) => sgs.as_mut_ptr(),
+            Self::Allocated(sgs) => sgs.as_mut_ptr(),
+        }
+    }
+}
+
 /// A buffer made ready for a queue: the driver's box and the scatter-gather lists naming its
 /// parts.
 ///
 /// # Invariants
 ///
-/// - `heads[..out + ins]` point to `out + ins` terminated lists inside `sgs`, one per part; the
-///   first `out` are device-readable.
-/// - Every entry names memory that `buf` borrowed to [`Buffer::describe`]: it stays valid while
+/// - `heads[..out + ins]` are the indices in `sgs` of the first entries of `out + ins`
+///   terminated lists, one per part; the first `out` are device-readable.
+/// - Every entry of those lists names memory that `buf` borrowed to [`Buffer::describe`]: it stays valid while
 ///   `buf` is alive and nobody else accesses it through `buf`, because `buf` is owned here (or
 ///   by the device, through the queue) and never handed out mutably until the device is done.
 pub struct Request<B: Buffer> {
     buf: KBox<B>,
-    sgs: KVec<bindings::scatterlist>,
-    heads: [*mut bindings::scatterlist; MAX_PARTS],
+    sgs: Entries,
+    heads: [usize; MAX_PARTS],
     out: u32,
     ins: u32,
 }
 
-// SAFETY: The raw pointers point into `sgs`, owned by the request; `B: Send`.
-unsafe impl<B: Buffer> Send for Request<B> {}
-
 impl<B: Buffer> Request<B> {
-    /// Describes `buf` and builds its scatter-gather lists, allocating them with `flags`.
+    /// Describes `buf` and builds its scatter-gather lists. Up to four entries (a header, a
+    /// payload and a response in linear memory, say) are kept in the request and `flags` is not
+    /// used; more are allocated with `flags`.
     ///
     /// Fails with `EINVAL` if `buf` describes no part, an empty part, parts out of order or
     /// memory that cannot be handed to a device, and with `E2BIG` for too many parts. `buf` is
@@ -253,16 +294,7 @@ impl<B: Buffer> Request<B> {
 
     /// Builds the scatter-gather lists of `buf`: the entries, the head of each part's list,
     /// and the numbers of device-readable and device-writable parts.
-    #[allow(clippy::type_complexity)]
-    fn lists(
-        buf: &mut B,
-        flags: Flags,
-    ) -> Result<(
-        KVec<bindings::scatterlist>,
-        [*mut bindings::scatterlist; MAX_PARTS],
-        u32,
-        u32,
-    )> {
+    fn lists(buf: &mut B, flags: Flags) -> Result<(Entries, [usize; MAX_PARTS], u32, u32)> {
         let mut sg = Sg::new();
         buf.describe(&mut sg)?;
         // Plain addresses from here on: the borrow of `buf` ends, the box keeps the memory.
@@ -278,27 +310,22 @@ impl<B: Buffer> Request<B> {
             *count = entries_for(part)?;
         }
         let total = counts.iter().sum();
-        let mut sgs: KVec<bindings::scatterlist> = KVec::with_capacity(total, flags)?;
-        for _ in 0..total {
-            // SAFETY: All-zero bytes are a valid (empty) `struct scatterlist`.
-            sgs.push(unsafe { core::mem::zeroed() }, flags)?;
-        }
+        let mut sgs = Entries::zeroed(total, flags)?;
 
-        // The lists are carved out of one base pointer, so that no later borrow of `sgs`
-        // invalidates the heads taken before.
+        // The lists are carved out of one base pointer, used only until `sgs` moves.
         let base = sgs.as_mut_ptr();
-        let mut heads = [core::ptr::null_mut(); MAX_PARTS];
+        let mut heads = [0; MAX_PARTS];
         let mut next = 0;
         for (i, part) in parts.iter().flatten().enumerate() {
             let n = counts[i];
-            // SAFETY: `next + n <= total`, the length of `sgs`.
+            // SAFETY: `next + n <= total`, and `sgs` has at least `total` entries.
             let list = unsafe { base.add(next) };
             // SAFETY: `list` points to `n` entries of `sgs`; this zeroes them and marks the last
             // as the end of the list.
             unsafe { bindings::sg_init_table(list, n as u32) };
             // SAFETY: `list` has `n == entries_for(part)` initialised entries.
             unsafe { fill(list, part, n) };
-            heads[i] = list;
+            heads[i] = next;
             next += n;
         }
 
@@ -699,19 +726,28 @@ impl<'a, B: Buffer> Virtqueue<'a, B> {
     pub fn add(&mut self, request: Request<B>, flags: Flags) -> Result<(), AddError<B>> {
         let Request {
             buf,
-            sgs,
-            mut heads,
+            mut sgs,
+            heads,
             out,
             ins,
         } = request;
+        // Pointers from here on: `sgs` stays in place until `virtqueue_add_sgs` has read the
+        // lists.
+        let base = sgs.as_mut_ptr();
+        let mut lists = [core::ptr::null_mut(); MAX_PARTS];
+        for (list, &head) in lists.iter_mut().zip(&heads).take((out + ins) as usize) {
+            // SAFETY: By the type invariant of `Request`, `head` indexes an entry of `sgs`.
+            *list = unsafe { base.add(head) };
+        }
         let token = KBox::into_raw(buf);
         // SAFETY: By the type invariants `vq` is valid and `&mut self` serialises the queue;
-        // `heads` holds `out + ins` valid lists naming memory kept alive by `token`, which stays
-        // leaked until `get_buf` or the drop's detaching returns it.
+        // `lists` holds `out + ins` valid lists (in `sgs`, which does not move during the call)
+        // naming memory kept alive by `token`, which stays leaked until `get_buf` or the drop's
+        // detaching returns it.
         let ret = unsafe {
             bindings::virtqueue_add_sgs(
                 self.vq.as_ptr(),
-                heads.as_mut_ptr(),
+                lists.as_mut_ptr(),
                 out,
                 ins,
                 token.cast(),

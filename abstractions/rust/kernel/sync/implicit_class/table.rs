@@ -436,6 +436,7 @@ impl ImplicitClass {
 
     /// Runs `f` once per class (for Arc classes: setting the comparison
     /// function). Returns whether `f` ran now.
+    #[cfg(CONFIG_RUST_ARC_LOCKDEP)]
     pub(crate) fn once(&self, f: impl FnOnce()) -> bool {
         if self.entry.is_null() {
             return false;

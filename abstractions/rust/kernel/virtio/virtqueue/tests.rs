@@ -8,6 +8,7 @@ use crate::prelude::*;
 mod suite {
     use super::super::{
         Buffer,
+        Entries,
         Request,
         Sg,
         MAX_PARTS, //
@@ -76,7 +77,11 @@ mod suite {
     /// The entries of list `i` of a request: (page, offset in it, length) each.
     fn list(req: &Request<Parts>, i: usize) -> KVec<(usize, u32, u32)> {
         let mut out = KVec::new();
-        let mut sg = req.heads[i];
+        let entries: &[bindings::scatterlist] = match &req.sgs {
+            Entries::Inline(sgs) => sgs,
+            Entries::Allocated(sgs) => sgs,
+        };
+        let mut sg = entries[req.heads[i]..].as_ptr().cast_mut();
         while !sg.is_null() {
             // SAFETY: `sg` walks a list built by `Request::new`, which owns it.
             let entry = unsafe { (bindings::sg_page(sg) as usize, (*sg).offset, (*sg).length) };
@@ -97,6 +102,9 @@ mod suite {
     #[test]
     fn linear_parts_are_one_entry_each_in_order() -> Result {
         let req = Request::new(Parts::new(&[24, 5000], &[408])?, GFP_KERNEL)?;
+        assert!(matches!(req.sgs, Entries::Inline(_)));
+        // The inline lists are still lists once the request has moved (here to the heap).
+        let req = KBox::new(req, GFP_KERNEL)?;
         assert_eq!((req.out, req.ins), (2, 1));
         let parts = [
             (req.buf.reads[0].as_ptr(), 24u32),
@@ -113,6 +121,19 @@ mod suite {
     }
 
     #[test]
+    fn four_entries_stay_inline_and_five_are_allocated() -> Result {
+        let four = Request::new(Parts::new(&[24, 5000, 16], &[408])?, GFP_KERNEL)?;
+        assert!(matches!(four.sgs, Entries::Inline(_)));
+        let five = Request::new(Parts::new(&[24, 5000, 16, 8], &[408])?, GFP_KERNEL)?;
+        assert!(matches!(five.sgs, Entries::Allocated(_)));
+        assert_eq!((five.out, five.ins), (4, 1));
+        for i in 0..5 {
+            assert_eq!(list(&five, i).len(), 1);
+        }
+        Ok(())
+    }
+
+    #[test]
     fn vmalloc_parts_are_split_at_page_boundaries() -> Result {
         let page_size = bindings::PAGE_SIZE;
         let len = 3 * page_size + 100;
@@ -121,6 +142,7 @@ mod suite {
         let mut parts = Parts::new(&[], &[16])?;
         parts.big = Some(big);
         let req = Request::new(parts, GFP_KERNEL)?;
+        assert!(matches!(req.sgs, Entries::Allocated(_)));
         assert_eq!((req.out, req.ins), (1, 1));
 
         let start = req.buf.big.as_ref().map_or(0, |b| b.as_ptr() as usize);

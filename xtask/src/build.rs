@@ -404,19 +404,14 @@ fn repoint_text_files(dir: &Path, from: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Every regular file under `dir`, recursively (symbolic links not followed).
+/// Every regular file under `dir`, recursively, hidden ones too (kbuild's
+/// `.cmd` files); symbolic links are not followed.
 fn walk(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
-    let mut dirs = vec![dir.to_path_buf()];
-    while let Some(d) = dirs.pop() {
-        for e in std::fs::read_dir(&d).with_context(|| format!("reading {}", d.display()))? {
-            let e = e?;
-            let t = e.file_type()?;
-            if t.is_dir() {
-                dirs.push(e.path());
-            } else if t.is_file() {
-                files.push(e.path());
-            }
+    for e in walkdir::WalkDir::new(dir) {
+        let e = e.with_context(|| format!("walking {}", dir.display()))?;
+        if e.file_type().is_file() {
+            files.push(e.into_path());
         }
     }
     Ok(files)

@@ -35,26 +35,26 @@ const MANIFEST: &str = ".virtgpu-overlay-manifest";
 pub type Files = BTreeMap<PathBuf, Vec<u8>>;
 
 /// Collects the files below `dir` as (source, path in the tree below `rel`)
-/// pairs, skipping hidden files and a top-level `patches` directory.
+/// pairs, in name order, skipping hidden files and directories and a
+/// top-level `patches` directory.
 fn walk(dir: &Path, rel: &Path, out: &mut Vec<(PathBuf, PathBuf)>) -> Result<()> {
     if !dir.exists() {
         return Ok(());
     }
-    let mut entries: Vec<_> = std::fs::read_dir(dir)?.flatten().collect();
-    entries.sort_by_key(|e| e.file_name());
+    let entries = walkdir::WalkDir::new(dir)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_entry(|e| {
+            let name = e.file_name().to_string_lossy();
+            e.depth() == 0 || !(name.starts_with('.') || (e.depth() == 1 && name == "patches"))
+        });
     for e in entries {
-        let name = e.file_name();
-        if name.to_string_lossy().starts_with('.')
-            || (rel.as_os_str().is_empty() && name == "patches")
-        {
+        let e = e.with_context(|| format!("walking {}", dir.display()))?;
+        if e.file_type().is_dir() {
             continue;
         }
-        let p = e.path();
-        if p.is_dir() {
-            walk(&p, &rel.join(&name), out)?;
-        } else {
-            out.push((p, rel.join(&name)));
-        }
+        let below = e.path().strip_prefix(dir)?;
+        out.push((e.path().to_path_buf(), rel.join(below)));
     }
     Ok(())
 }
@@ -271,13 +271,6 @@ pub fn reconcile(files: &Files, pristine: &Path, tree: &Path) -> Result<Vec<Path
 mod tests {
     use super::*;
 
-    fn tmp(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("vrs-overlay-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
-    }
-
     #[test]
     fn patched_paths_reads_plus_lines() {
         let d = "--- a/x/Kconfig\n+++ b/x/Kconfig\t2026-01-01\n@@ -1 +1 @@\n--- /dev/null\n+++ b/new.c\n";
@@ -288,8 +281,25 @@ mod tests {
     }
 
     #[test]
+    fn walk_skips_hidden_entries_and_only_the_top_patches_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for f in ["b", ".hidden", "patches/p", "a/.cmd", "a/c", "a/patches/q", ".git/x"] {
+            let p = root.join(f);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, f).unwrap();
+        }
+        let mut out = Vec::new();
+        walk(root, Path::new("dest"), &mut out).unwrap();
+        let rels: Vec<_> = out.iter().map(|(_, rel)| rel.to_str().unwrap()).collect();
+        assert_eq!(rels, ["dest/a/c", "dest/a/patches/q", "dest/b"]);
+        assert!(out.iter().all(|(src, rel)| src.ends_with(rel.strip_prefix("dest").unwrap())));
+    }
+
+    #[test]
     fn reconcile_never_writes_through_links_and_is_idempotent() {
-        let root = tmp("reconcile");
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
         let pristine = root.join("pristine");
         std::fs::create_dir_all(pristine.join("d")).unwrap();
         std::fs::write(pristine.join("d/f"), b"orig").unwrap();
@@ -314,6 +324,5 @@ mod tests {
         assert_eq!(changed.len(), 2);
         assert_eq!(std::fs::read(tree.join("d/f")).unwrap(), b"orig");
         assert!(!tree.join("d/added").exists());
-        std::fs::remove_dir_all(&root).unwrap();
     }
 }

@@ -473,8 +473,8 @@ mod tests {
 
     #[test]
     fn a_missing_library_is_named() {
-        let root = std::env::temp_dir().join(format!("vrs-pkg-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
         std::fs::create_dir_all(root.join("usr/bin")).unwrap();
         // This test binary itself needs libc, which the empty root lacks.
         std::fs::copy(std::env::current_exe().unwrap(), root.join("usr/bin/prog")).unwrap();
@@ -485,8 +485,7 @@ mod tests {
             programs: vec!["usr/bin/prog".into()],
             data: vec![],
         };
-        let e = add_set(&mut Initramfs::default(), &root, &set, "x86_64-linux-gnu").unwrap_err();
+        let e = add_set(&mut Initramfs::default(), root, &set, "x86_64-linux-gnu").unwrap_err();
         assert!(e.to_string().contains("libc.so.6"), "{e}");
-        std::fs::remove_dir_all(&root).unwrap();
     }
 }

@@ -108,7 +108,8 @@ mod tests {
     #[test]
     fn png_round_trip_and_check() {
         let img = synth(640, 480, "arm64");
-        let path = std::env::temp_dir().join(format!("vrs-render-{}.png", std::process::id()));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("render.png");
         {
             let f = std::fs::File::create(&path).unwrap();
             let mut e = png::Encoder::new(f, 640, 480);
@@ -120,7 +121,6 @@ mod tests {
                 .unwrap();
         }
         let back = load_png(&path).unwrap();
-        std::fs::remove_file(&path).unwrap();
         assert!(check(&back, "arm64", (640, 480)).ok);
         let v = check(&back, "x86_64", (640, 480));
         assert!(!v.ok && v.summary.contains("differ"), "{}", v.summary);

@@ -177,17 +177,16 @@ mod tests {
 
     #[test]
     fn non_kernel_directory_is_rejected_with_reason() {
-        let d = std::env::temp_dir().join(format!("vrs-src-test-{}", std::process::id()));
-        std::fs::create_dir_all(&d).unwrap();
-        let e = kernel_version(&d).unwrap_err().to_string();
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let e = kernel_version(d).unwrap_err().to_string();
         assert!(e.contains("not a Linux kernel tree"), "{e}");
         std::fs::write(
             d.join("Makefile"),
             "VERSION = 7\nPATCHLEVEL = 3\nSUBLEVEL = 4\n",
         )
         .unwrap();
-        let e = kernel_version(&d).unwrap_err().to_string();
+        let e = kernel_version(d).unwrap_err().to_string();
         assert!(e.contains("Kconfig is missing"), "{e}");
-        std::fs::remove_dir_all(&d).unwrap();
     }
 }

@@ -6,7 +6,8 @@
 //! restores the interrupt state once more).
 //!
 //! Each round is one `irq_work`, so it runs in hard-IRQ context, and times
-//! both cases, interleaved. Prints `irqlock_bench: <case> ns=<n>` (ns per
+//! both cases, one after the other, in an order that alternates from round to
+//! round. Prints `irqlock_bench: <case> ns=<n>` (ns per
 //! lock and unlock pair, best of the rounds, to a tenth of a ns), then
 //! `irqlock_bench: done`; `cargo xtask bench` reads them.
 
@@ -30,7 +31,7 @@ module! {
     license: "GPL",
 }
 
-const ROUNDS: usize = 5;
+const ROUNDS: usize = 10;
 /// Lock and unlock pairs per case and round: short enough for one interrupt.
 const ITERS: i64 = 10_000;
 
@@ -39,24 +40,46 @@ const ITERS: i64 = 10_000;
 struct Round {
     #[pin]
     lock: SpinLockIrq<u64>,
+    /// Whether `lock_with` is timed before `lock` in this round.
+    with_first: bool,
     with_ns: Atomic<i64>,
     plain_ns: Atomic<i64>,
     #[pin]
     done: Completion,
 }
 
-impl IrqWorkItem for Round {
-    fn run(&self, irq: &LocalInterruptDisabled) {
+impl Round {
+    /// The time of `ITERS` pairs taken with `lock_with`.
+    fn time_with(&self, irq: &LocalInterruptDisabled) -> i64 {
         let start = Instant::<Monotonic>::now();
         for _ in 0..ITERS {
             *self.lock.lock_with(irq) += 1;
         }
-        self.with_ns.store(start.elapsed().as_nanos(), Relaxed);
+        start.elapsed().as_nanos()
+    }
+
+    /// The time of `ITERS` pairs taken with `lock`.
+    fn time_plain(&self) -> i64 {
         let start = Instant::<Monotonic>::now();
         for _ in 0..ITERS {
             *self.lock.lock() += 1;
         }
-        self.plain_ns.store(start.elapsed().as_nanos(), Relaxed);
+        start.elapsed().as_nanos()
+    }
+}
+
+impl IrqWorkItem for Round {
+    fn run(&self, irq: &LocalInterruptDisabled) {
+        // Either case may gain from going second (warm caches), so the order alternates.
+        let (with, plain) = if self.with_first {
+            let with = self.time_with(irq);
+            (with, self.time_plain())
+        } else {
+            let plain = self.time_plain();
+            (self.time_with(irq), plain)
+        };
+        self.with_ns.store(with, Relaxed);
+        self.plain_ns.store(plain, Relaxed);
         self.done.complete_all();
     }
 }
@@ -77,10 +100,11 @@ struct IrqLockBench;
 impl kernel::Module for IrqLockBench {
     fn init(_module: &'static ThisModule) -> Result<Self> {
         let (mut with, mut plain) = (i64::MAX, i64::MAX);
-        for _ in 0..ROUNDS {
+        for i in 0..ROUNDS {
             let round = KBox::pin_init(
                 IrqWork::new(pin_init!(Round {
                     lock <- new_spinlock_irq!(0, "irqlock_bench::Round::lock"),
+                    with_first: i % 2 == 0,
                     with_ns: Atomic::new(0),
                     plain_ns: Atomic::new(0),
                     done <- Completion::new(),

@@ -161,32 +161,40 @@ pub fn floor_rows(on: &[(String, f64)], off: &[(String, f64)]) -> Vec<FloorRow> 
 /// The guest program that times the uapi paths under a driver.
 const DRIVER_BENCH: &str = "drm-bench";
 
+/// One run of [`DRIVER_BENCH`]: (case, ns per operation), in the order printed.
+pub type Round = Vec<(String, f64)>;
+
 /// Reads `drm_bench: <case> ns=<n>` lines (the output of one run of [`DRIVER_BENCH`]).
-pub fn parse_driver_bench(lines: &[&str]) -> Vec<(String, f64)> {
+pub fn parse_driver_bench(lines: &[&str]) -> Round {
     parse_ns_lines(&lines.join("\n"), "drm_bench")
 }
 
 /// Rounds of [`DRIVER_BENCH`] per driver, alternating C and Rust, so that a slow spell of the
 /// host hits both drivers alike; each case is judged on its median.
-const DRIVER_ROUNDS: usize = 5;
+const DRIVER_ROUNDS: usize = 9;
 
-/// The steps that run [`DRIVER_BENCH`] under C, then under Rust, [`DRIVER_ROUNDS`] times,
-/// leaving no driver loaded.
+/// The steps that run [`DRIVER_BENCH`] under each driver, [`DRIVER_ROUNDS`] times, leaving no
+/// driver loaded. The driver that goes first alternates from round to round (C first in the
+/// first), so that neither always runs on a freshly booted or a just-unloaded device.
 fn driver_bench_steps() -> Vec<Step> {
-    let run = || Step::Run {
-        program: DRIVER_BENCH.into(),
-        args: Vec::new(),
+    let under = |d: Driver| {
+        [
+            d.load(),
+            Step::Run {
+                program: DRIVER_BENCH.into(),
+                args: Vec::new(),
+            },
+            d.unload(),
+        ]
     };
     (0..DRIVER_ROUNDS)
-        .flat_map(|_| {
-            [
-                Driver::C.load(),
-                run(),
-                Driver::C.unload(),
-                Driver::Rust.load(),
-                run(),
-                Driver::Rust.unload(),
-            ]
+        .flat_map(|i| {
+            let (first, second) = if i % 2 == 0 {
+                (Driver::C, Driver::Rust)
+            } else {
+                (Driver::Rust, Driver::C)
+            };
+            under(first).into_iter().chain(under(second))
         })
         .collect()
 }
@@ -220,7 +228,7 @@ pub struct DriverCase {
 
 /// Sets the rounds of the Rust driver against those of C, case by case (in C's order). A case
 /// only one driver reported keeps NaN for the other.
-pub fn driver_cases(c: &[Vec<(String, f64)>], rust: &[Vec<(String, f64)>]) -> Vec<DriverCase> {
+pub fn driver_cases(c: &[Round], rust: &[Round]) -> Vec<DriverCase> {
     let value = |round: &[(String, f64)], case: &str| {
         round.iter().find(|(k, _)| k == case).map(|(_, v)| *v)
     };
@@ -298,14 +306,14 @@ pub fn run(
             failed |= !bench_boot_ok(arch, &out, &steps, &format!("{prefix}: done"), found);
         }
         failed |= !bench_boot_ok(arch, &out, &steps, "arc_bench: done", !arc_on.is_empty());
-        let driver_runs: Vec<(Option<Driver>, Vec<(String, f64)>)> = out
+        let driver_runs: Vec<(Option<Driver>, Round)> = out
             .guest
             .runs
             .iter()
             .filter(|r| r.program == DRIVER_BENCH)
             .map(|r| (r.driver, parse_driver_bench(&r.output(&out.log))))
             .collect();
-        let of = |d: Driver| -> Vec<Vec<(String, f64)>> {
+        let of = |d: Driver| -> Vec<Round> {
             driver_runs
                 .iter()
                 .filter(|(rd, v)| *rd == Some(d) && !v.is_empty())

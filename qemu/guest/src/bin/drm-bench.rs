@@ -22,7 +22,7 @@ use virtgpu_guest::virtgpu;
 
 /// Rounds of each case: enough for a stable mean under TCG, few enough to stay short.
 const CYCLES: u32 = 200;
-const TRANSFERS: u32 = 20;
+const TRANSFERS: u32 = 100;
 
 type Res<T> = Result<T, String>;
 

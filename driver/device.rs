@@ -17,7 +17,10 @@ use crate::{
         RespDisplayInfo,
         Scanout, //
     },
-    queue::CommandQueue,
+    queue::{
+        Call,
+        CommandQueue, //
+    },
     DrmDevice, //
 };
 use kernel::{
@@ -160,8 +163,11 @@ impl<'bound> VirtioGpu<'bound> {
         // left without one.
         let mut edids = KVec::with_capacity(num_scanouts, GFP_KERNEL)?;
         if features.edid {
-            for i in 0..num_scanouts {
-                let edid = match edid(&queues.control, i as u32) {
+            for (i, edid) in self::edids(&queues.control, num_scanouts)?
+                .into_iter()
+                .enumerate()
+            {
+                let edid = match edid {
                     Ok(edid) => {
                         dev_info!(dev, "EDID of scanout {}: {} bytes\n", i, edid.len());
                         edid
@@ -209,7 +215,7 @@ fn display_info(queue: &CommandQueue<'_>, count: usize) -> Result<KVec<Scanout>>
     if count == 0 {
         return Ok(scanouts);
     }
-    let cmd = protocol::encode(&CtrlHdr::command(protocol::CMD_GET_DISPLAY_INFO))?;
+    let cmd = protocol::encode(&CtrlHdr::command(protocol::CMD_GET_DISPLAY_INFO));
     let resp = queue.call(cmd, size_of::<RespDisplayInfo>())?;
     let info: RespDisplayInfo = protocol::decode_response(&resp, protocol::RESP_OK_DISPLAY_INFO)?;
     for i in 0..count {
@@ -218,11 +224,30 @@ fn display_info(queue: &CommandQueue<'_>, count: usize) -> Result<KVec<Scanout>>
     Ok(scanouts)
 }
 
-/// Fetches the EDID of scanout `scanout` (`VIRTIO_GPU_CMD_GET_EDID`).
-fn edid(queue: &CommandQueue<'_>, scanout: u32) -> Result<KVec<u8>> {
-    let cmd = protocol::encode(&protocol::GetEdid::new(scanout))?;
-    let resp = queue.call(cmd, size_of::<protocol::RespEdid>())?;
-    let resp: protocol::RespEdid = protocol::decode_response(&resp, protocol::RESP_OK_EDID)?;
+/// Fetches the EDIDs of the first `count` scanouts (`VIRTIO_GPU_CMD_GET_EDID`): every command
+/// is sent, then each answer awaited, as C does (`count` is at most
+/// [`MAX_SCANOUTS`](protocol::MAX_SCANOUTS), 16). One result per scanout, each failing on its
+/// own; the whole fails only if there is no memory for the lists.
+fn edids(queue: &CommandQueue<'_>, count: usize) -> Result<KVec<Result<KVec<u8>>>> {
+    let mut calls = KVec::with_capacity(count, GFP_KERNEL)?;
+    for scanout in 0..count {
+        let cmd = protocol::encode(&protocol::GetEdid::new(scanout as u32));
+        calls.push(
+            queue.start_call(cmd, size_of::<protocol::RespEdid>()),
+            GFP_KERNEL,
+        )?;
+    }
+    let mut edids = KVec::with_capacity(count, GFP_KERNEL)?;
+    for call in calls {
+        let edid = call.and_then(Call::wait).and_then(|resp| edid(&resp));
+        edids.push(edid, GFP_KERNEL)?;
+    }
+    Ok(edids)
+}
+
+/// Reads an EDID from a `VIRTIO_GPU_CMD_GET_EDID` response.
+fn edid(resp: &[u8]) -> Result<KVec<u8>> {
+    let resp: protocol::RespEdid = protocol::decode_response(resp, protocol::RESP_OK_EDID)?;
     let mut edid = KVec::new();
     edid.extend_from_slice(resp.edid()?, GFP_KERNEL)?;
     Ok(edid)
@@ -231,11 +256,12 @@ fn edid(queue: &CommandQueue<'_>, scanout: u32) -> Result<KVec<u8>> {
 /// The largest capset id, as C's `MAX_CAPSET_ID`.
 const MAX_CAPSET_ID: u32 = 63;
 
-/// Fetches the host's capset infos (`VIRTIO_GPU_CMD_GET_CAPSET_INFO`), one command each.
+/// Fetches the host's capset infos (`VIRTIO_GPU_CMD_GET_CAPSET_INFO`), one command at a time
+/// as C does: the count is the device's to choose, so at most one of them is in flight.
 fn capset_infos(queue: &CommandQueue<'_>, count: u32) -> Result<KVec<CapsetInfo>> {
     let mut infos = KVec::with_capacity(count as usize, GFP_KERNEL)?;
     for i in 0..count {
-        let cmd = protocol::encode(&protocol::GetCapsetInfo::new(i))?;
+        let cmd = protocol::encode(&protocol::GetCapsetInfo::new(i));
         let resp = queue.call(cmd, size_of::<protocol::RespCapsetInfo>())?;
         let info = protocol::decode_response::<protocol::RespCapsetInfo>(
             &resp,

@@ -170,7 +170,7 @@ impl Bo {
         let attach = attach_backing(&obj, id)?;
 
         let control = gpu.control();
-        let create = protocol::encode(&ResourceCreate2d::new(id, format, width, height))?;
+        let create = protocol::encode(&ResourceCreate2d::new(id, format, width, height));
         let create = Command::new(create, NODATA)?;
         // `created` is set as soon as the command is out: from then on a failure's drop of
         // `obj` must unreference the resource.
@@ -204,7 +204,7 @@ const SMALL_ENTRIES: usize = PAGE_SIZE;
 fn attach_backing(obj: &Object, id: u32) -> Result<KBox<Command>> {
     let ranges = obj.pin_phys_ranges()?;
     let count = u32::try_from(ranges.len()).map_err(|_| EINVAL)?;
-    let attach = protocol::encode(&AttachBacking::new(id, count))?;
+    let attach = protocol::encode(&AttachBacking::new(id, count));
     let bytes = ranges.len() * size_of::<MemEntry>();
     if bytes <= SMALL_ENTRIES {
         Command::with_data(attach, mem_entries::<Kmalloc>(&ranges, bytes)?, NODATA)
@@ -229,9 +229,7 @@ fn mem_entries<A: Allocator>(ranges: &[PhysRange], bytes: usize) -> Result<Vec<u
 /// reset meanwhile: the host may still read its memory.
 fn unref(gpu: &VirtioGpu<'_>, obj: Release<Bo>) {
     let id = obj.data().resource_id();
-    let Ok(unref) = protocol::encode(&ResourceUnref::new(id)) else {
-        return reclaim::leak(obj);
-    };
+    let unref = protocol::encode(&ResourceUnref::new(id));
     let node = match Reclaimed::free(obj) {
         Ok(node) => node,
         Err(obj) => return reclaim::leak(obj),

@@ -301,20 +301,27 @@ pub(crate) mod config {
     pub(crate) const BLOB_ALIGNMENT: u32 = offset_of!(virtio_gpu_config, blob_alignment) as u32;
 }
 
-/// Copies `value` into an [`Encoded`], as the device-readable part of a command; `EINVAL` if it
-/// is longer than [`MAX_COMMAND`] bytes.
-pub(crate) fn encode<T: AsBytes>(value: &T) -> Result<Encoded> {
+/// Copies `value` into an [`Encoded`], as the device-readable part of a command. A type longer
+/// than [`MAX_COMMAND`] bytes does not build.
+pub(crate) fn encode<T: AsBytes>(value: &T) -> Encoded {
+    const {
+        assert!(
+            size_of::<T>() <= MAX_COMMAND,
+            "a command longer than MAX_COMMAND"
+        )
+    };
     let bytes = value.as_bytes();
     let mut encoded = Encoded {
         bytes: [0; MAX_COMMAND],
-        len: bytes.len(),
+        len: 0,
     };
+    // Always there: `bytes.len() == size_of::<T>() <= MAX_COMMAND`, checked when building.
+    if let Some(dst) = encoded.bytes.get_mut(..bytes.len()) {
+        dst.copy_from_slice(bytes);
+        // INVARIANT: `bytes.len() <= MAX_COMMAND`, as `get_mut` found.
+        encoded.len = bytes.len();
+    }
     encoded
-        .bytes
-        .get_mut(..bytes.len())
-        .ok_or(EINVAL)?
-        .copy_from_slice(bytes);
-    Ok(encoded)
 }
 
 /// The size of the largest command the driver sends (`TRANSFER_TO_HOST_2D`'s is 56 bytes).

@@ -15,7 +15,8 @@
 //!   `vmalloc`ed) on to the reclaim work item, whose release may sleep (see [`crate::reclaim`]),
 //!   and drops the rest (`kmalloc`ed memory), re-enables
 //!   callbacks with the re-check, and wakes the submitters waiting for room.
-//! - **Synchronous commands** ([`CommandQueue::call`]): the waiter sleeps on its own [`Reply`],
+//! - **Synchronous commands** ([`CommandQueue::call`], or [`CommandQueue::start_call`] for
+//!   several in flight then [`Call::wait`]): the waiter sleeps on the command's own [`Reply`],
 //!   bounded, and gets `ENODEV` at once if the command is dropped unanswered (device removed).
 //! - **Fenced commands** ([`CommandQueue::submit_fenced`]): the fence's seqno is taken, written
 //!   into the command and the fence queued on the queue's [`Timeline`] all under the queue
@@ -31,7 +32,8 @@
 //!
 //! Locks, in order: the queue lock (`SpinLockIrq`), then a reply's lock, the reclaim list's
 //! lock or the timeline's lock (all `SpinLockIrq`); a fence's own lock after the timeline's.
-//! Nothing sleeps under any of them.
+//! The error rate limit's raw spinlock is only try-locked, under the queue lock. Nothing sleeps
+//! under any of them.
 
 use crate::{
     protocol::{
@@ -61,6 +63,7 @@ use kernel::{
     },
     new_condvar, new_spinlock_irq,
     prelude::*,
+    ratelimit::RateLimit,
     sync::{
         aref::ARef,
         Arc,
@@ -68,12 +71,7 @@ use kernel::{
         SpinLockIrq,
         SpinLockIrqGuard, //
     },
-    time::{
-        Delta,
-        Instant,
-        Jiffies,
-        Monotonic, //
-    },
+    time::Jiffies,
     virtio::{
         virtqueue::{
             Buffer,
@@ -134,6 +132,40 @@ impl Reply {
     fn cancel(&self) {
         let mut state = self.state.lock();
         self.settle(&mut state, ReplyState::Cancelled);
+    }
+}
+
+/// A synchronous command the device has (see [`CommandQueue::start_call`]).
+///
+/// Dropping it unwaited is fine: the interrupt handler answers a reply nobody reads, and its
+/// last reference frees it, from any context: `kmalloc`ed memory, and locks with no `Drop` and
+/// static lock classes.
+pub(crate) struct Call {
+    reply: Arc<Reply>,
+}
+
+impl Call {
+    /// Waits (uninterruptibly, at most [`CALL_TIMEOUT_MS`]) for the device's answer and returns
+    /// the bytes it wrote.
+    ///
+    /// `ETIMEDOUT` if the device does not answer in time, `ENODEV` if it is removed meanwhile.
+    pub(crate) fn wait(self) -> Result<KVec<u8>> {
+        let mut left: Jiffies = kernel::time::msecs_to_jiffies(CALL_TIMEOUT_MS);
+        let mut state = self.reply.state.lock();
+        loop {
+            match core::mem::replace(&mut *state, ReplyState::Pending) {
+                ReplyState::Answered(mut resp, len) => {
+                    resp.truncate(len as usize);
+                    return Ok(resp);
+                }
+                ReplyState::Cancelled => return Err(ENODEV),
+                ReplyState::Pending => {}
+            }
+            if left == 0 {
+                return Err(ETIMEDOUT);
+            }
+            left = self.reply.done.wait_timeout(&mut state, left);
+        }
     }
 }
 
@@ -305,12 +337,12 @@ struct QueueState<'a> {
     removed: bool,
     /// The seqno of the next fenced command (the first is 1, as in C).
     next_seqno: u64,
-    /// Objects whose unref the queue refused (it was broken, as the transport does just before
-    /// the reset at removal with hardened notifications, or out of memory): the host may still
-    /// use their memory until the device is reset, so they wait for it here.
+    /// Objects whose unref the queue refused: the host may still use their memory until the
+    /// device is reset, so they wait for it here. In practice only a broken queue refuses an
+    /// unref (the transport breaks it just before the reset at removal, with hardened
+    /// notifications): its lists fit in the request, the ring falls back to direct descriptors
+    /// when it has no memory for indirect ones, and without the DMA API nothing is mapped.
     parked: List<Reclaimed>,
-    /// The error answers logged lately.
-    errors: RateLimit,
 }
 
 impl QueueState<'_> {
@@ -337,6 +369,9 @@ pub(crate) struct CommandQueue<'a> {
     #[pin]
     timeline: Timeline<QueueFences>,
     context: FenceContext<QueueFences>,
+    /// The error answers logged, at most as many as `printk_ratelimited()` lets through.
+    #[pin]
+    errors: RateLimit,
 }
 
 impl<'a> CommandQueue<'a> {
@@ -350,13 +385,13 @@ impl<'a> CommandQueue<'a> {
                     removed: false,
                     next_seqno: 1,
                     parked: List::new(),
-                    errors: RateLimit::new(),
                 },
                 "virtio_gpu_rs::CommandQueue::inner"
             ),
             space <- new_condvar!("virtio_gpu_rs::CommandQueue::space"),
             timeline <- Timeline::new(),
             context: context?,
+            errors <- RateLimit::default(c"virtio_gpu_rs: error responses"),
         })
     }
 
@@ -445,27 +480,17 @@ impl<'a> CommandQueue<'a> {
     ///
     /// `ETIMEDOUT` if the device does not answer in time, `ENODEV` if it is removed meanwhile.
     pub(crate) fn call(&self, cmd: Encoded, resp_len: usize) -> Result<KVec<u8>> {
+        self.start_call(cmd, resp_len)?.wait()
+    }
+
+    /// Sends `cmd`, with room for a response of at most `resp_len` bytes, and returns at once:
+    /// [`Call::wait`] gets the answer. Several calls can so be in flight at a time.
+    pub(crate) fn start_call(&self, cmd: Encoded, resp_len: usize) -> Result<Call> {
         let reply = Arc::pin_init(Reply::new(), GFP_KERNEL)?;
         let mut command = Command::with_response(cmd, Response::buffer(resp_len)?)?;
         command.reply = Some(reply.clone());
         self.submit(command)?;
-
-        let mut left: Jiffies = kernel::time::msecs_to_jiffies(CALL_TIMEOUT_MS);
-        let mut state = reply.state.lock();
-        loop {
-            match core::mem::replace(&mut *state, ReplyState::Pending) {
-                ReplyState::Answered(mut resp, len) => {
-                    resp.truncate(len as usize);
-                    return Ok(resp);
-                }
-                ReplyState::Cancelled => return Err(ENODEV),
-                ReplyState::Pending => {}
-            }
-            if left == 0 {
-                return Err(ETIMEDOUT);
-            }
-            left = reply.done.wait_timeout(&mut state, left);
-        }
+        Ok(Call { reply })
     }
 
     /// Completes every buffer the device used. Called from the virtqueue callback of `dev`'s
@@ -493,7 +518,7 @@ impl<'a> CommandQueue<'a> {
                     // A buffer: `call` made the command.
                     reply.answer(cmd.resp.take_buffer(), len, irq);
                 } else {
-                    log_error_response(&cmd, len, &mut inner.errors);
+                    log_error_response(&cmd, len, &self.errors);
                 }
                 if let Some(obj) = cmd.reclaim.take() {
                     obj.set_device_done();
@@ -579,57 +604,9 @@ fn finish<T>(
     }
 }
 
-/// A rate limit on logging, as `printk_ratelimited`'s default: at most [`RateLimit::BURST`]
-/// messages in [`RateLimit::INTERVAL_MS`]; the next window's first message tells how many were
-/// left out.
-struct RateLimit {
-    start: Option<Instant<Monotonic>>,
-    logged: u32,
-    missed: u32,
-}
-
-impl RateLimit {
-    const BURST: u32 = 10;
-    const INTERVAL_MS: i64 = 5000;
-
-    fn new() -> Self {
-        Self {
-            start: None,
-            logged: 0,
-            missed: 0,
-        }
-    }
-
-    /// Whether to log a message now. Does not sleep.
-    fn allow(&mut self) -> bool {
-        let now = Instant::<Monotonic>::now();
-        let expired = match self.start {
-            None => true,
-            Some(start) => now - start >= Delta::from_millis(Self::INTERVAL_MS),
-        };
-        if expired {
-            if self.missed > 0 {
-                pr_warn!("{} error responses not logged\n", self.missed);
-            }
-            *self = Self {
-                start: Some(now),
-                logged: 0,
-                missed: 0,
-            };
-        }
-        if self.logged < Self::BURST {
-            self.logged += 1;
-            true
-        } else {
-            self.missed += 1;
-            false
-        }
-    }
-}
-
 /// Logs the device's error answer to a command nobody waits for, as C does (rate-limited): the
 /// command is gone, nobody else would learn of it.
-fn log_error_response(cmd: &Command, len: u32, limit: &mut RateLimit) {
+fn log_error_response(cmd: &Command, len: u32, limit: &RateLimit) {
     let resp = cmd.resp.bytes();
     let len = core::cmp::min(len as usize, resp.len());
     let Ok(hdr) = protocol::decode::<protocol::CtrlHdr>(resp.get(..len).unwrap_or(&[])) else {

@@ -5,6 +5,7 @@
 //!
 //! - `dumb_cycle`: create a 256x256 dumb buffer, map it (ioctl and `mmap`), write a byte,
 //!   unmap, destroy; the object's release (the host unref and the deferred free) included.
+//!   `dumb_create`, `dumb_map_write` and `dumb_destroy` split it into its phases.
 //! - `create_wait`: `RESOURCE_CREATE` of a 64x64 resource, then `WAIT` on it: the fenced
 //!   command's round trip, from submission through the device and the interrupt handler that
 //!   signals the fence to the waiter woken; then the handle is closed.
@@ -16,7 +17,7 @@
 
 use std::os::fd::{AsFd, BorrowedFd};
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use virtgpu_guest::virtgpu;
 
@@ -47,18 +48,48 @@ fn close(fd: BorrowedFd<'_>, handle: u32) -> Res<()> {
         .map_err(|e| format!("GEM_CLOSE: {e}"))
 }
 
-fn dumb_cycle(fd: BorrowedFd<'_>) -> Res<()> {
+/// The phases of a dumb cycle: create, map and write (the ioctl, `mmap`, the first write's
+/// fault, `munmap`), destroy (the release, up to the unref sent; the deferred free runs
+/// meanwhile or during the next cycle).
+const DUMB_PHASES: [&str; 3] = ["dumb_create", "dumb_map_write", "dumb_destroy"];
+
+/// One dumb cycle; adds the time of each of its [`DUMB_PHASES`] to `phases`.
+fn dumb_cycle(fd: BorrowedFd<'_>, phases: &mut [Duration; 3]) -> Res<()> {
+    let t0 = Instant::now();
     let db = drm_ffi::mode::dumbbuffer::create(fd, 256, 256, 32, 0)
         .map_err(|e| format!("CREATE_DUMB: {e}"))?;
+    let t1 = Instant::now();
     let map = drm_ffi::mode::dumbbuffer::map(fd, db.handle, 0, 0)
         .map_err(|e| format!("MAP_DUMB: {e}"))?;
     let mut mapping = virtgpu_guest::Mapping::new(fd, db.size as usize, map.offset)
         .map_err(|e| format!("mmap: {e}"))?;
     mapping.bytes()[0] = 1;
     drop(mapping);
+    let t2 = Instant::now();
     drm_ffi::mode::dumbbuffer::destroy(fd, db.handle)
         .map(drop)
-        .map_err(|e| format!("DESTROY_DUMB: {e}"))
+        .map_err(|e| format!("DESTROY_DUMB: {e}"))?;
+    let t3 = Instant::now();
+    for (phase, took) in phases.iter_mut().zip([t1 - t0, t2 - t1, t3 - t2]) {
+        *phase += took;
+    }
+    Ok(())
+}
+
+/// `CYCLES` dumb cycles after a warm-up one: prints ns per cycle, then per phase.
+fn dumb_cycles(fd: BorrowedFd<'_>) -> Res<()> {
+    dumb_cycle(fd, &mut [Duration::ZERO; 3])?;
+    let mut phases = [Duration::ZERO; 3];
+    let start = Instant::now();
+    for _ in 0..CYCLES {
+        dumb_cycle(fd, &mut phases)?;
+    }
+    let per_op = |d: Duration| d.as_nanos() as f64 / f64::from(CYCLES);
+    println!("drm_bench: dumb_cycle ns={:.0}", per_op(start.elapsed()));
+    for (name, took) in DUMB_PHASES.iter().zip(phases) {
+        println!("drm_bench: {name} ns={:.0}", per_op(took));
+    }
+    Ok(())
 }
 
 fn create_wait(fd: BorrowedFd<'_>) -> Res<()> {
@@ -98,7 +129,7 @@ fn timed(case: &str, n: u32, mut op: impl FnMut() -> Res<()>) -> Res<f64> {
 }
 
 fn run(fd: BorrowedFd<'_>) -> Res<()> {
-    timed("dumb_cycle", CYCLES, || dumb_cycle(fd))?;
+    dumb_cycles(fd)?;
     timed("create_wait", CYCLES, || create_wait(fd))?;
     transfers(fd)?; // warm-up
     let took = transfers(fd)?;

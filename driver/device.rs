@@ -230,12 +230,16 @@ fn display_info(queue: &CommandQueue<'_>, count: usize) -> Result<KVec<Scanout>>
 /// own; the whole fails only if there is no memory for the lists.
 fn edids(queue: &CommandQueue<'_>, count: usize) -> Result<KVec<Result<KVec<u8>>>> {
     let mut calls = KVec::with_capacity(count, GFP_KERNEL)?;
-    for scanout in 0..count {
-        let cmd = protocol::encode(&protocol::GetEdid::new(scanout as u32));
-        calls.push(
-            queue.start_call(cmd, size_of::<protocol::RespEdid>()),
-            GFP_KERNEL,
-        )?;
+    {
+        // One notification for all; the batch is dropped before the first wait.
+        let mut batch = queue.batch();
+        for scanout in 0..count {
+            let cmd = protocol::encode(&protocol::GetEdid::new(scanout as u32));
+            calls.push(
+                batch.start_call(cmd, size_of::<protocol::RespEdid>()),
+                GFP_KERNEL,
+            )?;
+        }
     }
     let mut edids = KVec::with_capacity(count, GFP_KERNEL)?;
     for call in calls {

@@ -169,14 +169,17 @@ impl Bo {
         let obj = Object::new(dev, size, shmem::ObjectConfig::default(), args)?;
         let attach = attach_backing(&obj, id)?;
 
-        let control = gpu.control();
         let create = protocol::encode(&ResourceCreate2d::new(id, format, width, height));
         let create = Command::new(create, NODATA)?;
+        // Both commands reach the device with one notification, as the batch is dropped. On a
+        // failure after `create`, `batch`, declared after `obj`, is dropped first; the unref the
+        // drop of `obj` then sends follows `create` in the ring, since it is added later.
+        let mut batch = gpu.control().batch();
         // `created` is set as soon as the command is out: from then on a failure's drop of
         // `obj` must unreference the resource.
         match fence {
             None => {
-                control.submit(create)?;
+                batch.submit(create)?;
                 obj.created.store(true, Relaxed);
             }
             Some(fence) => {
@@ -184,12 +187,12 @@ impl Bo {
                 let resv = Resv::of_gem(&*obj);
                 let locked = resv.lock();
                 let mut slots = locked.reserve_fences(1)?;
-                let fence = control.submit_fenced(create, fence)?;
+                let fence = batch.submit_fenced(create, fence)?;
                 obj.created.store(true, Relaxed);
                 slots.add(&fence, Usage::Write)?;
             }
         }
-        control.submit(attach)?;
+        batch.submit(attach)?;
         Ok(obj)
     }
 }

@@ -4,31 +4,38 @@
 //!
 //! Owns one virtqueue, the commands the device holds, and the waits for them:
 //!
-//! - **Submitting** ([`CommandQueue::submit`], process context): the command's scatter-gather
-//!   lists are built before the lock is taken, so nothing allocates under it. The queue lock is
-//!   taken with `lock()`; if the queue has no room the submitter sleeps on `space` (the
-//!   interrupt handler wakes it) and the device is notified after the lock is dropped.
+//! - **Submitting** ([`CommandQueue::submit`], or a [`Batch`] of commands; process context): the
+//!   command's scatter-gather lists are built before the lock is taken (except for fenced commands,
+//!   see below); under it only the ring may allocate, `GFP_ATOMIC`, an indirect descriptor table
+//!   (it falls back to direct descriptors without one). The queue lock is taken with `lock()`; the
+//!   command is added and, for a lone command, whether the device needs a notification is decided
+//!   in the same critical section. The notification itself (an exit to the host, which may sleep on
+//!   some transports) is always sent after the lock is dropped. A batch's commands are notified
+//!   together when it is dropped, as C's `virtio_gpu_notify()` does. A submitter that finds the
+//!   queue full first notifies the device of what it was not yet told of (a batch still open) and
+//!   retries; then it sleeps on `space`, which the interrupt handler signals.
 //! - **Completing** ([`CommandQueue::complete`], hard IRQ): the virtqueue callback takes the same
-//!   `SpinLockIrq` with `lock_with(irq)`, since interrupts are already off, gets every used
-//!   buffer, hands each synchronous command's response to its waiter, logs the error responses
-//!   of the others (rate-limited), passes what a command kept (objects, and data that may be
-//!   `vmalloc`ed) on to the reclaim work item, whose release may sleep (see [`crate::reclaim`]),
-//!   and drops the rest (`kmalloc`ed memory), re-enables
-//!   callbacks with the re-check, and wakes the submitters waiting for room.
-//! - **Synchronous commands** ([`CommandQueue::call`], or [`CommandQueue::start_call`] for
-//!   several in flight then [`Call::wait`]): the waiter sleeps on the command's own [`Reply`],
-//!   bounded, and gets `ENODEV` at once if the command is dropped unanswered (device removed).
-//! - **Fenced commands** ([`CommandQueue::submit_fenced`]): the fence's seqno is taken, written
-//!   into the command and the fence queued on the queue's [`Timeline`] all under the queue
-//!   lock, so seqnos follow the queue's order. The interrupt handler signals, after the queue
-//!   lock, every fence up to the highest seqno among the commands it completed (the command's
-//!   own, not what the device wrote back). That assumes the device processes a queue's commands
-//!   in order, as QEMU's does (the specification does not promise it; the C driver assumes it
-//!   the same way). A fence whose command got an error answer signals without an error, as in
-//!   C: the error is logged. At removal the pending fences signal with `ENODEV`.
-//! - **Refused commands**: a command the queue refuses is dropped after the lock, except the
-//!   object it would free: the host may still use that object's memory, so it is parked until
-//!   the reset at removal (see [`QueueState::park`]).
+//!   `SpinLockIrq` with `lock_with(irq)`, since interrupts are already off, gets every used buffer,
+//!   hands each synchronous command's response to its waiter, logs the error responses of the
+//!   others (rate-limited), passes what a command kept (objects, and data that may be `vmalloc`ed)
+//!   on to the reclaim work item, whose release may sleep (see [`crate::reclaim`]), and drops the
+//!   rest (`kmalloc`ed memory), re-enables callbacks with the re-check, and wakes the submitters
+//!   waiting for room.
+//! - **Synchronous commands** ([`CommandQueue::call`], or [`Batch::start_call`] for several in
+//!   flight then [`Call::wait`]): the waiter sleeps on the command's own [`Reply`], bounded, and
+//!   gets `ENODEV` at once if the command is dropped unanswered (device removed).
+//! - **Fenced commands** ([`Batch::submit_fenced`]): the fence's seqno is taken, written into the
+//!   command and the fence queued on the queue's [`Timeline`] all under the queue lock, so seqnos
+//!   follow the queue's order; the command's scatter-gather lists are built there too
+//!   (`GFP_ATOMIC`, for the lists that do not fit in the request). The interrupt handler signals,
+//!   after the queue lock, every fence up to the highest seqno among the commands it completed (the
+//!   command's own, not what the device wrote back). That assumes the device processes a queue's
+//!   commands in order, as QEMU's does (the specification does not promise it; the C driver assumes
+//!   it the same way). A fence whose command got an error answer signals without an error, as in C:
+//!   the error is logged. At removal the pending fences signal with `ENODEV`.
+//! - **Refused commands**: a command the queue refuses is dropped after the lock, except the object
+//!   it would free: the host may still use that object's memory, so it is parked until the reset at
+//!   removal (see [`QueueState::park`]).
 //!
 //! Locks, in order: the queue lock (`SpinLockIrq`), then a reply's lock, the reclaim list's
 //! lock or the timeline's lock (all `SpinLockIrq`); a fence's own lock after the timeline's.
@@ -135,7 +142,7 @@ impl Reply {
     }
 }
 
-/// A synchronous command the device has (see [`CommandQueue::start_call`]).
+/// A synchronous command the device has (see [`Batch::start_call`]).
 ///
 /// Dropping it unwaited is fine: the interrupt handler answers a reply nobody reads, and its
 /// last reference frees it, from any context: `kmalloc`ed memory, and locks with no `Drop` and
@@ -167,6 +174,83 @@ impl Call {
             left = self.reply.done.wait_timeout(&mut state, left);
         }
     }
+}
+
+/// Commands given to the device together, as C batches them with `virtio_gpu_notify()`: each
+/// is added to the queue at once, in order (other submitters' commands may come between them),
+/// and the device is notified once, when the batch is dropped, if it wants to be. A
+/// notification costs an exit to the host, and the host then answers a batch with one
+/// interrupt rather than one per command.
+///
+/// The device may hear of a batch's commands earlier: when another submitter notifies it, or
+/// when a submitter finds the queue full (it notifies the device before it sleeps, so that room
+/// comes even while a batch is open). It never hears of them if the device is removed
+/// meanwhile; the commands are then dropped unanswered. Drop a batch before waiting on any of
+/// its [`Call`]s or fences: the device may not have been told of them.
+///
+/// `'q` is the borrow of the queue, `'bound` how long the device stays bound.
+pub(crate) struct Batch<'q, 'bound> {
+    queue: &'q CommandQueue<'bound>,
+    /// Whether a command was added: an empty batch notifies nothing.
+    pending: bool,
+}
+
+impl Batch<'_, '_> {
+    /// Adds `cmd`. Sleeps while the queue is full (after notifying the device of what it was not
+    /// told of yet).
+    ///
+    /// On failure the command is dropped, after the queue lock (its drop may sleep).
+    pub(crate) fn submit(&mut self, cmd: KBox<Command>) -> Result {
+        self.queue.add(cmd, Kick::Later)?;
+        self.pending = true;
+        Ok(())
+    }
+
+    /// Adds `cmd` as a fenced command; returns its fence, which signals once the device has
+    /// answered. Sleeps while the queue is full.
+    ///
+    /// `fence` is the fence's memory, allocated ahead: nothing allocates a fence under the
+    /// lock. The scatter-gather lists are built there, since the seqno is written into the
+    /// command there; a small command's lists fit in the request (see `Request::new`), a long
+    /// one's would be allocated with `GFP_ATOMIC`, so this is for commands without large data.
+    /// On failure the command is dropped after the lock.
+    pub(crate) fn submit_fenced(
+        &mut self,
+        cmd: KBox<Command>,
+        fence: FenceAllocation<QueueFences>,
+    ) -> Result<ARef<Fence>> {
+        let fence = self.queue.add_fenced(cmd, fence, Kick::Later)?;
+        self.pending = true;
+        Ok(fence)
+    }
+
+    /// Adds `cmd`, with room for a response of at most `resp_len` bytes: [`Call::wait`] gets
+    /// the answer, once the batch is dropped.
+    pub(crate) fn start_call(&mut self, cmd: Encoded, resp_len: usize) -> Result<Call> {
+        let call = self.queue.start_call(cmd, resp_len, Kick::Later)?;
+        self.pending = true;
+        Ok(call)
+    }
+}
+
+impl Drop for Batch<'_, '_> {
+    fn drop(&mut self) {
+        if self.pending {
+            self.queue.notify();
+        }
+    }
+}
+
+/// When the device is told of an added command.
+#[derive(Clone, Copy)]
+enum Kick {
+    /// Whether it needs a notification is decided in the critical section that adds the
+    /// command, and the notification is sent after the lock: a lone command's one lock round
+    /// trip.
+    Now,
+    /// Later, by a batch (or by a submitter that finds the queue full): the command is left
+    /// marked as unnotified.
+    Later,
 }
 
 /// Room for a command's response: a header's worth inside the command (all that a command
@@ -331,12 +415,14 @@ impl FenceNames for QueueFences {
 }
 
 /// The state the queue lock protects.
-struct QueueState<'a> {
-    vq: Virtqueue<'a, Command>,
+struct QueueState<'bound> {
+    vq: Virtqueue<'bound, Command>,
     /// Set at removal: submissions fail with `ENODEV` from then on.
     removed: bool,
     /// The seqno of the next fenced command (the first is 1, as in C).
     next_seqno: u64,
+    /// Whether commands were added since the device was last considered for a notification.
+    unnotified: bool,
     /// Objects whose unref the queue refused: the host may still use their memory until the
     /// device is reset, so they wait for it here. In practice only a broken queue refuses an
     /// unref (the transport breaks it just before the reset at removal, with hardened
@@ -345,7 +431,27 @@ struct QueueState<'a> {
     parked: List<Reclaimed>,
 }
 
-impl QueueState<'_> {
+impl<'bound> QueueState<'bound> {
+    /// Decides, after a command was added, whether the device is to be notified now.
+    #[must_use = "the device is only notified by `Notify::notify`"]
+    fn added(&mut self, kick: Kick) -> Option<Notify<'bound>> {
+        match kick {
+            Kick::Now => self.kick_prepare(),
+            Kick::Later => {
+                self.unnotified = true;
+                None
+            }
+        }
+    }
+
+    /// Whether the device needs a notification for every command added so far. The answer
+    /// covers them all, so none is left unnotified.
+    #[must_use = "the device is only notified by `Notify::notify`"]
+    fn kick_prepare(&mut self) -> Option<Notify<'bound>> {
+        self.unnotified = false;
+        self.vq.kick_prepare()
+    }
+
     /// Keeps what `cmd`, refused by the queue, would free, until the device is reset.
     fn park(&mut self, cmd: &mut Command) {
         if !cmd.reclaim.as_ref().is_some_and(|r| r.frees_object()) {
@@ -359,9 +465,9 @@ impl QueueState<'_> {
 
 /// A virtqueue of commands, shared by the submitters and the interrupt handler.
 #[pin_data]
-pub(crate) struct CommandQueue<'a> {
+pub(crate) struct CommandQueue<'bound> {
     #[pin]
-    inner: SpinLockIrq<QueueState<'a>>,
+    inner: SpinLockIrq<QueueState<'bound>>,
     /// Submitters waiting for free descriptors.
     #[pin]
     space: CondVar,
@@ -374,9 +480,9 @@ pub(crate) struct CommandQueue<'a> {
     errors: RateLimit,
 }
 
-impl<'a> CommandQueue<'a> {
+impl<'bound> CommandQueue<'bound> {
     /// A command queue over `vq`, whose fences are of a new fence context.
-    pub(crate) fn new(vq: Virtqueue<'a, Command>) -> impl PinInit<Self, Error> {
+    pub(crate) fn new(vq: Virtqueue<'bound, Command>) -> impl PinInit<Self, Error> {
         let context = FenceContexts::new(1).and_then(|c| c.context(0).ok_or(EINVAL));
         try_pin_init!(Self {
             inner <- new_spinlock_irq!(
@@ -384,6 +490,7 @@ impl<'a> CommandQueue<'a> {
                     vq,
                     removed: false,
                     next_seqno: 1,
+                    unnotified: false,
                     parked: List::new(),
                 },
                 "virtio_gpu_rs::CommandQueue::inner"
@@ -395,18 +502,44 @@ impl<'a> CommandQueue<'a> {
         })
     }
 
-    /// Gives `cmd` to the device as a fenced command and notifies it; returns its fence, which
-    /// signals once the device has answered. Sleeps while the queue is full.
+    /// Starts a batch: commands added to it reach the device together (see [`Batch`]).
+    #[must_use = "a batch notifies the device when it is dropped"]
+    pub(crate) fn batch(&self) -> Batch<'_, 'bound> {
+        Batch {
+            queue: self,
+            pending: false,
+        }
+    }
+
+    /// Gives `cmd` to the device and notifies it if it wants to be. See [`Batch::submit`].
+    pub(crate) fn submit(&self, cmd: KBox<Command>) -> Result {
+        self.add(cmd, Kick::Now)
+    }
+
+    /// Sends `cmd`, waits (uninterruptibly, at most [`CALL_TIMEOUT_MS`]) for the response of at
+    /// most `resp_len` bytes and returns the bytes the device wrote.
     ///
-    /// `fence` is the fence's memory, allocated ahead: nothing allocates a fence under the
-    /// lock. The scatter-gather lists are built there, since the seqno is written into the
-    /// command there; a small command's lists fit in the request (see `Request::new`), a long
-    /// one's would be allocated with `GFP_ATOMIC`, so this is for commands without large data. On failure
-    /// the command is dropped after the lock.
-    pub(crate) fn submit_fenced(
+    /// `ETIMEDOUT` if the device does not answer in time, `ENODEV` if it is removed meanwhile.
+    pub(crate) fn call(&self, cmd: Encoded, resp_len: usize) -> Result<KVec<u8>> {
+        self.start_call(cmd, resp_len, Kick::Now)?.wait()
+    }
+
+    /// Adds `cmd`, with room for a response of at most `resp_len` bytes, for a [`Call`].
+    fn start_call(&self, cmd: Encoded, resp_len: usize, kick: Kick) -> Result<Call> {
+        let reply = Arc::pin_init(Reply::new(), GFP_KERNEL)?;
+        let mut command = Command::with_response(cmd, Response::buffer(resp_len)?)?;
+        command.reply = Some(reply.clone());
+        self.add(command, kick)?;
+        Ok(Call { reply })
+    }
+
+    /// Adds `cmd` as a fenced command; returns its fence. The device is told of it as `kick`
+    /// says (and before a wait for room).
+    fn add_fenced(
         &self,
         mut cmd: KBox<Command>,
         fence: FenceAllocation<QueueFences>,
+        kick: Kick,
     ) -> Result<ARef<Fence>> {
         let mut inner = self.inner.lock();
         let outcome = loop {
@@ -430,11 +563,15 @@ impl<'a> CommandQueue<'a> {
                     // the queue lock first, finds it. Seqnos grow in one context, so the push
                     // cannot be refused; were it, the dropped fence would signal `ECANCELED`.
                     kernel::warn_on!(self.timeline.push(fence).is_err());
-                    break Ok((inner.vq.kick_prepare(), shared));
+                    break Ok((shared, inner.added(kick)));
                 }
                 Err(e) if e.error == ENOSPC && !inner.vq.is_idle() => {
                     cmd = e.request.into_buffer();
-                    self.space.wait(&mut inner);
+                    let (relocked, res) = self.wait_for_room(inner);
+                    inner = relocked;
+                    if let Err(e) = res {
+                        break Err((e, cmd, false));
+                    }
                 }
                 Err(e) => break Err((e.error, e.request.into_buffer(), false)),
             }
@@ -442,10 +579,8 @@ impl<'a> CommandQueue<'a> {
         finish(inner, outcome)
     }
 
-    /// Gives `cmd` to the device and notifies it. Sleeps while the queue is full.
-    ///
-    /// On failure the command is dropped, after the queue lock (its drop may sleep).
-    pub(crate) fn submit(&self, cmd: KBox<Command>) -> Result {
+    /// Adds `cmd`. The device is told of it as `kick` says (and before a wait for room).
+    fn add(&self, cmd: KBox<Command>, kick: Kick) -> Result {
         let mut request = match Request::try_new(cmd, GFP_KERNEL) {
             Ok(request) => request,
             Err((e, cmd)) => {
@@ -462,12 +597,16 @@ impl<'a> CommandQueue<'a> {
                 break Err((ENODEV, request.into_buffer(), true));
             }
             match inner.vq.add(request, GFP_ATOMIC) {
-                Ok(()) => break Ok((inner.vq.kick_prepare(), ())),
+                Ok(()) => break Ok(((), inner.added(kick))),
                 // Full: wait for the device to use buffers. Unless it holds none, then this
                 // one cannot fit even in an empty queue.
                 Err(e) if e.error == ENOSPC && !inner.vq.is_idle() => {
                     request = e.request;
-                    self.space.wait(&mut inner);
+                    let (relocked, res) = self.wait_for_room(inner);
+                    inner = relocked;
+                    if let Err(e) = res {
+                        break Err((e, request.into_buffer(), false));
+                    }
                 }
                 Err(e) => break Err((e.error, e.request.into_buffer(), false)),
             }
@@ -475,22 +614,44 @@ impl<'a> CommandQueue<'a> {
         finish(inner, outcome)
     }
 
-    /// Sends `cmd`, waits (uninterruptibly, at most [`CALL_TIMEOUT_MS`]) for the response of at
-    /// most `resp_len` bytes and returns the bytes the device wrote.
-    ///
-    /// `ETIMEDOUT` if the device does not answer in time, `ENODEV` if it is removed meanwhile.
-    pub(crate) fn call(&self, cmd: Encoded, resp_len: usize) -> Result<KVec<u8>> {
-        self.start_call(cmd, resp_len)?.wait()
+    /// Notifies the device of the commands added since it was last considered for a
+    /// notification, if there are any and it wants to be (not once removed: the device was
+    /// reset).
+    fn notify(&self) {
+        let notify = {
+            let mut inner = self.inner.lock();
+            if inner.removed || !inner.unnotified {
+                return;
+            }
+            inner.kick_prepare()
+        };
+        if let Some(notify) = notify {
+            // Nothing to do for a broken device here: removal drops the commands it holds.
+            let _ = notify.notify();
+        }
     }
 
-    /// Sends `cmd`, with room for a response of at most `resp_len` bytes, and returns at once:
-    /// [`Call::wait`] gets the answer. Several calls can so be in flight at a time.
-    pub(crate) fn start_call(&self, cmd: Encoded, resp_len: usize) -> Result<Call> {
-        let reply = Arc::pin_init(Reply::new(), GFP_KERNEL)?;
-        let mut command = Command::with_response(cmd, Response::buffer(resp_len)?)?;
-        command.reply = Some(reply.clone());
-        self.submit(command)?;
-        Ok(Call { reply })
+    /// Gets room for a submitter that found the queue full (`inner` held). If the device was not
+    /// told of every command it holds (a batch still open), it is notified, after the lock as
+    /// C does, and the submitter retries: the room might otherwise never come. Else the
+    /// submitter sleeps on `space` until the interrupt handler, or removal, wakes it. Returns
+    /// the queue lock, held again.
+    ///
+    /// `EIO` if the notification finds the device broken: no room would come. (A device that
+    /// breaks while the submitter sleeps is found at removal, which wakes it.)
+    fn wait_for_room<'q>(
+        &'q self,
+        mut inner: SpinLockIrqGuard<'q, QueueState<'bound>>,
+    ) -> (SpinLockIrqGuard<'q, QueueState<'bound>>, Result) {
+        if inner.unnotified {
+            if let Some(notify) = inner.kick_prepare() {
+                drop(inner);
+                let res = if notify.notify() { Ok(()) } else { Err(EIO) };
+                return (self.inner.lock(), res);
+            }
+        }
+        self.space.wait(&mut inner);
+        (inner, Ok(()))
     }
 
     /// Completes every buffer the device used. Called from the virtqueue callback of `dev`'s
@@ -572,26 +733,28 @@ impl<'a> CommandQueue<'a> {
     }
 }
 
-/// What a submission under the queue lock ended with: the notification to send and the
-/// submitter's result, or the error with the refused command and whether the device was reset
-/// (then it will never see the command).
-type Outcome<'a, T> = core::result::Result<(Option<Notify<'a>>, T), (Error, KBox<Command>, bool)>;
+/// What an addition under the queue lock ended with: the submitter's result and the
+/// notification to send, or the error with the refused command and whether the device was
+/// reset (then it will never see the command).
+type Outcome<'bound, T> =
+    core::result::Result<(T, Option<Notify<'bound>>), (Error, KBox<Command>, bool)>;
 
-/// Finishes a submission: parks what a command the queue refused would free (while the lock is
-/// still held, so that the shut-down finds it), then, after the lock, notifies the device or
-/// drops the refused command, where its drop may sleep.
-fn finish<T>(
-    mut inner: SpinLockIrqGuard<'_, QueueState<'_>>,
-    mut outcome: Outcome<'_, T>,
+/// Finishes an addition: parks what a command the queue refused would free (while the lock is
+/// still held, so that the shut-down finds it), then, after the lock, notifies the device if
+/// it was decided, or drops the refused command, where its drop may sleep.
+fn finish<'bound, T>(
+    mut inner: SpinLockIrqGuard<'_, QueueState<'bound>>,
+    mut outcome: Outcome<'bound, T>,
 ) -> Result<T> {
     if let Err((_, cmd, false)) = &mut outcome {
         inner.park(cmd);
     }
     drop(inner);
     match outcome {
-        Ok((notify, value)) => {
+        Ok((value, notify)) => {
             if let Some(notify) = notify {
-                notify.notify();
+                // The command is in the ring: should the device be broken, removal drops it.
+                let _ = notify.notify();
             }
             Ok(value)
         }

@@ -783,6 +783,7 @@ impl<'a, B: Buffer> Virtqueue<'a, B> {
 
     /// The first half of [`Virtqueue::kick`]: decides, under the queue's lock, whether the device
     /// needs a notification. The returned [`Notify`] sends it, best after the lock is dropped.
+    #[must_use = "the device is only notified by `Notify::notify`"]
     pub fn kick_prepare(&mut self) -> Option<Notify<'a>> {
         // SAFETY: By the type invariant `vq` is valid; `&mut self` serialises the queue.
         if unsafe { bindings::virtqueue_kick_prepare(self.vq.as_ptr()) } {
@@ -873,6 +874,7 @@ impl<B: Buffer> Drop for Virtqueue<'_, B> {
 /// # Invariants
 ///
 /// `vq` is a queue of a device bound for `'a`: the queues are only deleted at unbind.
+#[must_use = "the device is only notified by `Notify::notify`"]
 pub struct Notify<'a> {
     vq: NonNull<bindings::virtqueue>,
     _p: PhantomData<&'a Device<device::Bound>>,

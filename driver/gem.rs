@@ -31,10 +31,7 @@ use crate::{
         Command,
         QueueFences, //
     },
-    reclaim::{
-        self,
-        Reclaimed, //
-    },
+    reclaim::Reclaimed,
     DrmDevice,
     DrmDriver, //
 };
@@ -213,7 +210,7 @@ fn attach_backing(obj: &Object, id: u32) -> Result<KBox<Command>> {
         Command::with_data(attach, mem_entries::<Kmalloc>(&ranges, bytes)?, NODATA)
     } else {
         let entries = mem_entries::<KVmalloc>(&ranges, bytes)?;
-        Command::keeping(attach, Reclaimed::read_by_device(entries)?, NODATA)
+        Command::keeping(attach, Reclaimed::read_by_device(entries), NODATA)
     }
 }
 
@@ -233,14 +230,11 @@ fn mem_entries<A: Allocator>(ranges: &[PhysRange], bytes: usize) -> Result<Vec<u
 fn unref(gpu: &VirtioGpu<'_>, obj: Release<Bo>) {
     let id = obj.data().resource_id();
     let unref = protocol::encode(&ResourceUnref::new(id));
-    let node = match Reclaimed::free(obj) {
-        Ok(node) => node,
-        Err(obj) => return reclaim::leak(obj),
-    };
-    // Should the command not be built, the object is leaked as it is dropped. Should the queue
-    // refuse it, the object waits for the reset at unbind; if the device was reset already, it
-    // is freed in here.
-    if let Ok(cmd) = Command::keeping(unref, node, NODATA) {
+    // Should the command not be allocated, the object is leaked as it is dropped. Should the
+    // queue refuse it, the object waits for the reset at unbind; if the device was reset already,
+    // it is freed in here. The command is the only allocation: it carries the object through
+    // the interrupt handler to the reclaim work item, as C's one buffer does.
+    if let Ok(cmd) = Command::keeping(unref, Reclaimed::free(obj), NODATA) {
         let _ = gpu.control().submit(cmd);
     }
 }

@@ -211,7 +211,7 @@ pub(crate) fn transfer_to_host(
     let transfer = TransferToHost2d::new(obj.resource_id(), args.offset.into(), b.w, b.h, b.x, b.y);
     let cmd = Command::keeping(
         protocol::encode(&transfer),
-        Reclaimed::hold(obj)?,
+        Reclaimed::hold(obj),
         size_of::<CtrlHdr>(),
     )?;
     gpu.control().submit(cmd)?;

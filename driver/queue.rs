@@ -17,10 +17,10 @@
 //! - **Completing** ([`CommandQueue::complete`], hard IRQ): the virtqueue callback takes the same
 //!   `SpinLockIrq` with `lock_with(irq)`, since interrupts are already off, gets every used buffer,
 //!   hands each synchronous command's response to its waiter, logs the error responses of the
-//!   others (rate-limited), passes what a command kept (objects, and data that may be `vmalloc`ed)
-//!   on to the reclaim work item, whose release may sleep (see [`crate::reclaim`]), and drops the
-//!   rest (`kmalloc`ed memory), re-enables callbacks with the re-check, and wakes the submitters
-//!   waiting for room.
+//!   others (rate-limited), passes the commands that keep something (objects, references, data
+//!   that may be `vmalloc`ed) on to the reclaim work item, whose release may sleep (see
+//!   [`crate::reclaim`]), drops the others (`kmalloc`ed memory), re-enables callbacks with the
+//!   re-check, and wakes the submitters waiting for room.
 //! - **Synchronous commands** ([`CommandQueue::call`], or [`Batch::start_call`] for several in
 //!   flight then [`Call::wait`]): the waiter sleeps on the command's own [`Reply`], bounded, and
 //!   gets `ENODEV` at once if the command is dropped unanswered (device removed).
@@ -33,11 +33,11 @@
 //!   commands in order, as QEMU's does (the specification does not promise it; the C driver assumes
 //!   it the same way). A fence whose command got an error answer signals without an error, as in C:
 //!   the error is logged. At removal the pending fences signal with `ENODEV`.
-//! - **Refused commands**: a command the queue refuses is dropped after the lock, except the object
-//!   it would free: the host may still use that object's memory, so it is parked until the reset at
-//!   removal (see [`QueueState::park`]).
+//! - **Refused commands**: a command the queue refuses is dropped after the lock, except one that
+//!   would free an object: the host may still use that object's memory, so the command is parked
+//!   until the reset at removal (see [`QueueState::park`]).
 //!
-//! Locks, in order: the queue lock (`SpinLockIrq`), then a reply's lock, the reclaim list's
+//! Locks, in order: the queue lock (`SpinLockIrq`), then a reply's lock, the reclaim stack's
 //! lock or the timeline's lock (all `SpinLockIrq`); a fence's own lock after the timeline's.
 //! The error rate limit's raw spinlock is only try-locked, under the queue lock. Nothing sleeps
 //! under any of them.
@@ -64,10 +64,6 @@ use kernel::{
         Timeline, //
     },
     interrupt::LocalInterruptDisabled,
-    list::{
-        List,
-        ListArc, //
-    },
     new_condvar, new_spinlock_irq,
     prelude::*,
     ratelimit::RateLimit,
@@ -299,23 +295,28 @@ impl Response {
     }
 }
 
-/// A command buffer: what the device reads, room for what it writes, and who waits for it.
+/// A command buffer: what the device reads, room for what it writes, who waits for it and what
+/// it keeps until the device has answered.
 ///
-/// A command and its response header live inside it, so a command that needs no more costs
-/// one allocation (the box). The interrupt handler takes `reclaim` out before it drops a
-/// command; the rest never sleeps when dropped: `kmalloc`ed memory and an `Arc<Reply>`. (Data
-/// following a command that may be `vmalloc`ed is in `reclaim`.)
+/// A command, its response header and what it keeps live inside it, so a command costs one
+/// allocation (the box). Without `reclaim`, a command never sleeps when dropped: `kmalloc`ed
+/// memory and an `Arc<Reply>`; the interrupt handler drops it. With `reclaim` (an object to
+/// free, a reference to put, data that may be `vmalloc`ed), the handler passes the whole box on
+/// to the reclaim work item, linked through `next`, without allocating.
 pub(crate) struct Command {
     cmd: Encoded,
     /// What follows the command, if anything, when small (`kmalloc`ed).
     data: KVec<u8>,
     resp: Response,
     reply: Option<Arc<Reply>>,
-    /// What to let go, in process context, once the device has answered: an object, and the
-    /// data that follows the command, if any.
-    reclaim: Option<ListArc<Reclaimed>>,
+    /// What to let go, in process context, once the device has answered: an object to free, a
+    /// reference to an object, the data that follows the command; if any.
+    reclaim: Option<Reclaimed>,
     /// The seqno of the command's fence, if it has one.
     fence: Option<u64>,
+    /// The next command of the [`Commands`] this one is on. `None` while it is on none, so
+    /// that dropping a command never drops a chain of others.
+    next: Option<KBox<Command>>,
 }
 
 impl Command {
@@ -333,6 +334,7 @@ impl Command {
                 reply: None,
                 reclaim: None,
                 fence: None,
+                next: None,
             },
             GFP_KERNEL,
         )?)
@@ -353,11 +355,7 @@ impl Command {
     /// reset before it did. If the queue refuses the command, an object it frees waits for the
     /// reset at unbind; if the command is dropped unsent, the object is leaked (see
     /// [`crate::reclaim`]).
-    pub(crate) fn keeping(
-        cmd: Encoded,
-        kept: ListArc<Reclaimed>,
-        resp_len: usize,
-    ) -> Result<KBox<Self>> {
+    pub(crate) fn keeping(cmd: Encoded, kept: Reclaimed, resp_len: usize) -> Result<KBox<Self>> {
         let mut this = Self::new(cmd, resp_len)?;
         this.reclaim = Some(kept);
         Ok(this)
@@ -371,10 +369,15 @@ impl Command {
     }
 
     /// Records that the device is done with this command: it answered, or it was reset.
-    fn set_device_done(&self) {
-        if let Some(obj) = &self.reclaim {
-            obj.set_device_done();
+    fn set_device_done(&mut self) {
+        if let Some(kept) = &mut self.reclaim {
+            kept.set_device_done();
         }
+    }
+
+    /// Whether dropping this command may sleep: then it is dropped in process context.
+    fn keeps(&self) -> bool {
+        self.reclaim.is_some()
     }
 }
 
@@ -384,7 +387,7 @@ impl Buffer for Command {
         if !self.data.is_empty() {
             sg.device_reads(&self.data)?;
         }
-        if let Some(data) = self.reclaim.as_deref().map(Reclaimed::data) {
+        if let Some(data) = self.reclaim.as_ref().map(Reclaimed::data) {
             if !data.is_empty() {
                 sg.device_reads(data)?;
             }
@@ -406,6 +409,49 @@ impl Drop for Command {
     }
 }
 
+/// Commands set aside, linked through their own `next` field: putting one on costs no
+/// allocation, so the interrupt handler can. Last in, first out.
+///
+/// # Invariants
+///
+/// `head` and the `next` of every command on the stack link the commands put on and not yet
+/// taken off. A command on no stack has no `next` ([`Commands::pop`] takes it), so dropping
+/// one drops no other command.
+pub(crate) struct Commands {
+    head: Option<KBox<Command>>,
+}
+
+impl Commands {
+    pub(crate) const fn new() -> Self {
+        Self { head: None }
+    }
+
+    /// Puts `cmd` on.
+    pub(crate) fn push(&mut self, mut cmd: KBox<Command>) {
+        // A command on no stack has no `next`: nothing is dropped here (under the reclaim
+        // lock, in the interrupt handler).
+        kernel::warn_on!(cmd.next.is_some());
+        // INVARIANT: `cmd` links the commands on the stack and is its new head.
+        cmd.next = self.head.take();
+        self.head = Some(cmd);
+    }
+
+    /// Takes the last command put on.
+    pub(crate) fn pop(&mut self) -> Option<KBox<Command>> {
+        let mut cmd = self.head.take()?;
+        // INVARIANT: The rest is the stack; `cmd`, off it, has no `next`.
+        self.head = cmd.next.take();
+        Some(cmd)
+    }
+}
+
+impl Drop for Commands {
+    fn drop(&mut self) {
+        // One at a time: dropping the head with its `next` chain would recurse once per command.
+        while self.pop().is_some() {}
+    }
+}
+
 /// The names of the driver's fences, as C names them.
 pub(crate) struct QueueFences;
 
@@ -423,12 +469,12 @@ struct QueueState<'bound> {
     next_seqno: u64,
     /// Whether commands were added since the device was last considered for a notification.
     unnotified: bool,
-    /// Objects whose unref the queue refused: the host may still use their memory until the
-    /// device is reset, so they wait for it here. In practice only a broken queue refuses an
+    /// Unrefs the queue refused, with their objects: the host may still use the objects' memory
+    /// until the device is reset, so they wait for it here. In practice only a broken queue refuses an
     /// unref (the transport breaks it just before the reset at removal, with hardened
     /// notifications): its lists fit in the request, the ring falls back to direct descriptors
     /// when it has no memory for indirect ones, and without the DMA API nothing is mapped.
-    parked: List<Reclaimed>,
+    parked: Commands,
 }
 
 impl<'bound> QueueState<'bound> {
@@ -452,14 +498,14 @@ impl<'bound> QueueState<'bound> {
         self.vq.kick_prepare()
     }
 
-    /// Keeps what `cmd`, refused by the queue, would free, until the device is reset.
-    fn park(&mut self, cmd: &mut Command) {
-        if !cmd.reclaim.as_ref().is_some_and(|r| r.frees_object()) {
-            return;
+    /// Keeps `cmd`, refused by the queue, until the device is reset if it frees an object;
+    /// else gives it back.
+    fn park(&mut self, cmd: KBox<Command>) -> Option<KBox<Command>> {
+        if cmd.reclaim.as_ref().is_some_and(Reclaimed::frees_object) {
+            self.parked.push(cmd);
+            return None;
         }
-        if let Some(kept) = cmd.reclaim.take() {
-            self.parked.push_back(kept);
-        }
+        Some(cmd)
     }
 }
 
@@ -491,7 +537,7 @@ impl<'bound> CommandQueue<'bound> {
                     removed: false,
                     next_seqno: 1,
                     unnotified: false,
-                    parked: List::new(),
+                    parked: Commands::new(),
                 },
                 "virtio_gpu_rs::CommandQueue::inner"
             ),
@@ -681,12 +727,12 @@ impl<'bound> CommandQueue<'bound> {
                 } else {
                     log_error_response(&cmd, len, &self.errors);
                 }
-                if let Some(obj) = cmd.reclaim.take() {
-                    obj.set_device_done();
+                if cmd.keeps() {
+                    cmd.set_device_done();
                     // Under the queue lock: see `reclaim::defer_with`.
-                    reclaim::defer_with(dev, obj, irq);
+                    reclaim::defer_with(dev, cmd, irq);
                 }
-                // What is left of `cmd` is plain memory: freeing it here does not sleep.
+                // Otherwise `cmd` is plain memory: freeing it here does not sleep.
             }
             if inner.vq.enable_cb() {
                 break;
@@ -711,7 +757,7 @@ impl<'bound> CommandQueue<'bound> {
             // One at a time, each dropped after the lock: freeing an object may sleep.
             let cmd = self.inner.lock().vq.detach_unused(reset);
             match cmd {
-                Ok(Some(cmd)) => cmd.set_device_done(),
+                Ok(Some(mut cmd)) => cmd.set_device_done(),
                 Ok(None) => break Ok(()),
                 Err(e) => break Err(e),
             }
@@ -721,9 +767,9 @@ impl<'bound> CommandQueue<'bound> {
             self.timeline.cancel_all(ENODEV);
             // Nor any memory.
             loop {
-                let parked = self.inner.lock().parked.pop_front();
+                let parked = self.inner.lock().parked.pop();
                 match parked {
-                    Some(obj) => obj.set_device_done(),
+                    Some(mut cmd) => cmd.set_device_done(),
                     None => break,
                 }
             }
@@ -739,29 +785,34 @@ impl<'bound> CommandQueue<'bound> {
 type Outcome<'bound, T> =
     core::result::Result<(T, Option<Notify<'bound>>), (Error, KBox<Command>, bool)>;
 
-/// Finishes an addition: parks what a command the queue refused would free (while the lock is
+/// Finishes an addition: parks a refused command that would free an object (while the lock is
 /// still held, so that the shut-down finds it), then, after the lock, notifies the device if
 /// it was decided, or drops the refused command, where its drop may sleep.
 fn finish<'bound, T>(
     mut inner: SpinLockIrqGuard<'_, QueueState<'bound>>,
-    mut outcome: Outcome<'bound, T>,
+    outcome: Outcome<'bound, T>,
 ) -> Result<T> {
-    if let Err((_, cmd, false)) = &mut outcome {
-        inner.park(cmd);
-    }
-    drop(inner);
     match outcome {
         Ok((value, notify)) => {
+            drop(inner);
             if let Some(notify) = notify {
                 // The command is in the ring: should the device be broken, removal drops it.
                 let _ = notify.notify();
             }
             Ok(value)
         }
-        Err((error, cmd, reset)) => {
-            if reset {
-                cmd.set_device_done();
-            }
+        // Refused once the queue was shut down (a submitter that let the lock go to notify
+        // found it so): the device was reset, and the shut-down already freed the parked.
+        Err((error, mut cmd, reset)) if reset || inner.removed => {
+            drop(inner);
+            // The device was reset: it is done with the command's memory.
+            cmd.set_device_done();
+            Err(error)
+        }
+        Err((error, cmd, _)) => {
+            let refused = inner.park(cmd);
+            drop(inner);
+            drop(refused);
             Err(error)
         }
     }

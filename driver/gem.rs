@@ -6,7 +6,8 @@
 //!
 //! - **Creation** ([`Bo::create_2d`]): a new resource id (not reused, as C's default), a
 //!   shmem object, then `RESOURCE_CREATE_2D` and `RESOURCE_ATTACH_BACKING` with the
-//!   guest-physical addresses of the object's pages, pinned until it is freed. Both are sent without waiting for the answers, as C sends them; the device handles
+//!   guest-physical addresses of the object's pages, pinned until it is freed. Both go into the
+//!   caller's batch without waiting for the answers, as C sends them; the device handles
 //!   commands in order, so any later command finds the resource.
 //! - **Release** ([`gem::DriverObject::release`]): when the last reference goes, the object's
 //!   memory still backs the host resource. The driver sends `RESOURCE_UNREF` and keeps the
@@ -28,6 +29,7 @@ use crate::{
         ResourceUnref, //
     },
     queue::{
+        Batch,
         Command,
         QueueFences, //
     },
@@ -149,9 +151,13 @@ impl Bo {
     ///
     /// With `fence`, the creation is fenced and its fence added to the object's reservation
     /// (as a write), before anyone else can see the object.
+    ///
+    /// The commands go into `batch`: the device is told of them when the caller drops it (after
+    /// making the handle, as C notifies in its GEM open callback), or when a failure's unref
+    /// notifies it of everything so far.
     pub(crate) fn create_2d(
         dev: &DrmDevice<drm::Registered>,
-        gpu: &VirtioGpu<'_>,
+        batch: &mut Batch<'_, '_>,
         size: usize,
         format: u32,
         width: u32,
@@ -168,10 +174,7 @@ impl Bo {
 
         let create = protocol::encode(&ResourceCreate2d::new(id, format, width, height));
         let create = Command::new(create, NODATA)?;
-        // Both commands reach the device with one notification, as the batch is dropped. On a
-        // failure after `create`, `batch`, declared after `obj`, is dropped first; the unref the
-        // drop of `obj` then sends follows `create` in the ring, since it is added later.
-        let mut batch = gpu.control().batch();
+        // On a failure after `create`, the unref the drop of `obj` sends follows it in the ring.
         // `created` is set as soon as the command is out: from then on a failure's drop of
         // `obj` must unreference the resource.
         match fence {

@@ -112,9 +112,11 @@ pub(crate) fn dumb_create(
         .ok_or(EINVAL)?;
     // Written before the object exists, as C writes it.
     args.size = size as u64;
+    // The device hears of the commands once the handle exists, as from C's GEM open callback.
+    let mut batch = gpu.control().batch();
     let obj = Bo::create_2d(
         dev,
-        gpu,
+        &mut batch,
         size,
         protocol::FORMAT_HOST_XRGB8888,
         args.width,
@@ -167,9 +169,11 @@ pub(crate) fn resource_create(
             .ok_or(EINVAL)?,
     };
     let fence = FenceAllocation::new(GFP_KERNEL)?;
+    // The device hears of the commands once the handle exists, as from C's GEM open callback.
+    let mut batch = gpu.control().batch();
     let obj = Bo::create_2d(
         dev,
-        gpu,
+        &mut batch,
         size,
         args.format,
         args.width,

@@ -470,10 +470,11 @@ struct QueueState<'bound> {
     /// Whether commands were added since the device was last considered for a notification.
     unnotified: bool,
     /// Unrefs the queue refused, with their objects: the host may still use the objects' memory
-    /// until the device is reset, so they wait for it here. In practice only a broken queue refuses an
-    /// unref (the transport breaks it just before the reset at removal, with hardened
-    /// notifications): its lists fit in the request, the ring falls back to direct descriptors
-    /// when it has no memory for indirect ones, and without the DMA API nothing is mapped.
+    /// until the device is reset, so they wait for it here. In practice only a broken queue
+    /// refuses an unref (the transport breaks it just before the reset at removal, with
+    /// hardened notifications): its lists fit in the request, the ring falls back to direct
+    /// descriptors when it has no memory for indirect ones, and without the DMA API nothing is
+    /// mapped.
     parked: Commands,
 }
 

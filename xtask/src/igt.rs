@@ -234,10 +234,25 @@ impl Judged {
 /// (whose row judges it), and only when the status shows it (a crash or a
 /// timeout with a report leaves the report to fail the boot).
 pub fn attributed(out: &crate::boot::BootOutcome, items: &[Item]) -> (Vec<CaseResult>, Vec<usize>) {
+    let (runs, excused) = attributed_runs(out, items);
+    (runs.into_iter().flat_map(|(_, r)| r).collect(), excused)
+}
+
+/// As [`attributed`], with the results of each `test-runner` run apart, each
+/// with the driver loaded while it ran, in the order the runs started (a
+/// boot that runs IGT under two drivers).
+pub fn attributed_runs(
+    out: &crate::boot::BootOutcome,
+    items: &[Item],
+) -> (
+    Vec<(Option<crate::boot::Driver>, Vec<CaseResult>)>,
+    Vec<usize>,
+) {
     let judged: std::collections::HashSet<String> = items.iter().map(Item::name).collect();
-    let mut results = Vec::new();
+    let mut runs = Vec::new();
     let mut excused = Vec::new();
     for run in out.guest.runs.iter().filter(|r| r.program == "test-runner") {
+        let mut results = Vec::new();
         let tag = virtgpu_protocol::output_tag(&run.program);
         let end = run.end.unwrap_or(usize::MAX);
         // The line (0-based) after which the next test's messages start.
@@ -267,8 +282,9 @@ pub fn attributed(out: &crate::boot::BootOutcome, items: &[Item]) -> (Vec<CaseRe
             from = i;
             results.push(r);
         }
+        runs.push((run.driver, results));
     }
-    (results, excused)
+    (runs, excused)
 }
 
 /// The fails file that records `results` as the baseline: every result
@@ -359,6 +375,70 @@ mod tests {
         assert_eq!(o("kms_flaky@y", Status::Warn), Outcome::Unexpected);
         assert!(e.skips.matches("kms_cursor_legacy@basic"));
         assert!(!e.judge(&r("kms_a@x", Status::Pass)).ok());
+    }
+
+    #[test]
+    fn results_are_kept_apart_per_run_with_the_driver_loaded() {
+        use crate::boot::Driver;
+        use virtgpu_protocol::{Event, Exit};
+        let ev = |e: Event| format!("[    5.0] {e}");
+        let res = |c: &str, s| format!("[    5.1] test-runner| {}", r(c, s));
+        let run = |results: Vec<String>| {
+            let mut v = vec![ev(Event::Started {
+                program: "test-runner".into(),
+            })];
+            v.extend(results);
+            v.push(ev(Event::Ended {
+                program: "test-runner".into(),
+                exit: Exit::Code(0),
+            }));
+            v
+        };
+        let loaded = |d: Driver, loaded: bool| {
+            let (module, ok, status) = (d.module().to_string(), true, 0);
+            ev(match loaded {
+                true => Event::Loaded { module, ok, status },
+                false => Event::Unloaded { module, ok, status },
+            })
+        };
+        let mut lines = vec![loaded(Driver::C, true)];
+        // libdrm's tools first, under the same driver.
+        lines.extend(run(vec![res("libdrm@modetest", Status::Pass)]));
+        lines.extend(run(vec![res("a@one", Status::Pass)]));
+        lines.push(loaded(Driver::C, false));
+        lines.push(loaded(Driver::Rust, true));
+        lines.extend(run(vec![res("a@one", Status::Fail)]));
+        let log = lines.join("\n");
+        let out = crate::boot::BootOutcome {
+            splats: crate::splat::detect(&log),
+            guest: crate::guest_log::GuestLog::read(&log),
+            log,
+            log_path: "/x".into(),
+            render: None,
+            screenshot: None,
+            error: None,
+            error_source: None,
+            duration: std::time::Duration::ZERO,
+        };
+        let (runs, _) = attributed_runs(&out, &[Item::parse("a@one").unwrap()]);
+        let got: Vec<(Option<Driver>, Vec<(String, Status)>)> = runs
+            .into_iter()
+            .map(|(d, r)| (d, r.into_iter().map(|r| (r.case, r.status)).collect()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    Some(Driver::C),
+                    vec![("libdrm@modetest".to_string(), Status::Pass)]
+                ),
+                (Some(Driver::C), vec![("a@one".to_string(), Status::Pass)]),
+                (
+                    Some(Driver::Rust),
+                    vec![("a@one".to_string(), Status::Fail)]
+                ),
+            ]
+        );
     }
 
     #[test]

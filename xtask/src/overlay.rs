@@ -284,7 +284,15 @@ mod tests {
     fn walk_skips_hidden_entries_and_only_the_top_patches_directory() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
-        for f in ["b", ".hidden", "patches/p", "a/.cmd", "a/c", "a/patches/q", ".git/x"] {
+        for f in [
+            "b",
+            ".hidden",
+            "patches/p",
+            "a/.cmd",
+            "a/c",
+            "a/patches/q",
+            ".git/x",
+        ] {
             let p = root.join(f);
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
             std::fs::write(p, f).unwrap();
@@ -293,7 +301,9 @@ mod tests {
         walk(root, Path::new("dest"), &mut out).unwrap();
         let rels: Vec<_> = out.iter().map(|(_, rel)| rel.to_str().unwrap()).collect();
         assert_eq!(rels, ["dest/a/c", "dest/a/patches/q", "dest/b"]);
-        assert!(out.iter().all(|(src, rel)| src.ends_with(rel.strip_prefix("dest").unwrap())));
+        assert!(out
+            .iter()
+            .all(|(src, rel)| src.ends_with(rel.strip_prefix("dest").unwrap())));
     }
 
     #[test]

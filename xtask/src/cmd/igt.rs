@@ -125,17 +125,80 @@ fn enumerate(root: &Path, programs: &[String]) -> Result<Vec<Item>> {
 
 /// The steps and files that run `items` with `test-runner` in a boot.
 pub fn boot_parts(items: &[Item], test_timeout: u64) -> (Step, (String, Vec<u8>)) {
+    boot_parts_at(items, test_timeout, GUEST_LIST)
+}
+
+/// As [`boot_parts`], with the guest's list at `list` (relative to `/`), for
+/// a second run in the same boot.
+pub fn boot_parts_at(items: &[Item], test_timeout: u64, list: &str) -> (Step, (String, Vec<u8>)) {
     (
         Step::Run {
             program: "test-runner".into(),
-            args: vec![
-                SUITE.into(),
-                format!("/{GUEST_LIST}"),
-                test_timeout.to_string(),
-            ],
+            args: vec![SUITE.into(), format!("/{list}"), test_timeout.to_string()],
         },
-        (GUEST_LIST.into(), igt::guest_list(items).into_bytes()),
+        (list.into(), igt::guest_list(items).into_bytes()),
     )
+}
+
+/// Rows `igt:<test>` of `driver`'s run in a boot that ran the same tests
+/// under C first: each must end as it did under C, or pass. A test C did
+/// not run (filtered out) is judged against `c_exp`, the C baseline.
+pub fn differential_rows(
+    arch: &str,
+    driver: Driver,
+    items: &[Item],
+    c_results: &[CaseResult],
+    results: &[CaseResult],
+    c_exp: &Expectations,
+) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for item in items {
+        let name = item.name();
+        let row = format!("igt:{name}");
+        let Some(r) = results.iter().find(|r| r.case == name) else {
+            rows.push(Row::verdict(
+                arch,
+                driver.name(),
+                &row,
+                &Verdict::fail("no result: the guest or the runner stopped before this test"),
+            ));
+            continue;
+        };
+        let got = r.status.name();
+        let secs = r.millis as f64 / 1000.0;
+        let (ok, note) = match c_results.iter().find(|c| c.case == name) {
+            Some(c) if c.status == r.status => (true, format!("{got}, as under C ({secs:.1}s)")),
+            Some(c) if r.status == Status::Pass => (
+                true,
+                format!("{got}, better than C's {} ({secs:.1}s)", c.status.name()),
+            ),
+            Some(c) => (
+                false,
+                format!(
+                    "FAILED: {got}, but {} under C ({secs:.1}s)",
+                    c.status.name()
+                ),
+            ),
+            None => {
+                let j = c_exp.judge(r);
+                (
+                    j.ok(),
+                    format!("{} (C not run: judged by its baseline)", j.note()),
+                )
+            }
+        };
+        let skipped = ok && r.status == Status::Skip;
+        rows.push(Row {
+            arch: arch.into(),
+            driver: driver.name().into(),
+            name: row,
+            passed: (ok && !skipped) as usize,
+            failed: (!ok) as usize,
+            skipped: skipped as usize,
+            note,
+        });
+    }
+    rows
 }
 
 /// Rows `igt:<test>` judged against `exp`; a listed test without a result
@@ -469,4 +532,82 @@ fn shard_count(dir: &Path) -> Result<usize> {
 
 fn exp_count(p: &Path) -> Result<usize> {
     Ok(igt::parse_fails(&std::fs::read_to_string(p)?)?.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(case: &str, status: Status) -> CaseResult {
+        CaseResult {
+            case: case.into(),
+            status,
+            millis: 10,
+        }
+    }
+
+    fn items(names: &[&str]) -> Vec<Item> {
+        names.iter().map(|n| Item::parse(n).unwrap()).collect()
+    }
+
+    #[test]
+    fn a_test_under_rust_ends_as_under_c_or_passes() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("c-fails.txt"), "t@failing,Fail\n").unwrap();
+        let c_exp = Expectations::load(dir.path(), "c").unwrap();
+        let list = items(&[
+            "t@same",
+            "t@better",
+            "t@worse",
+            "t@skipped",
+            "t@warned",
+            "t@c_not_run",
+            "t@failing",
+            "t@missing",
+        ]);
+        let c = [
+            r("t@same", Status::Fail),
+            r("t@better", Status::Fail),
+            r("t@worse", Status::Pass),
+            r("t@skipped", Status::Pass),
+            r("t@warned", Status::Pass),
+            r("t@missing", Status::Pass),
+        ];
+        let rust = [
+            r("t@same", Status::Fail),
+            r("t@better", Status::Pass),
+            r("t@worse", Status::Fail),
+            r("t@skipped", Status::Skip),
+            r("t@warned", Status::Warn),
+            r("t@c_not_run", Status::Pass),
+            r("t@failing", Status::Fail),
+        ];
+        let rows = differential_rows("x86_64", Driver::Rust, &list, &c, &rust, &c_exp);
+        let failed: Vec<&str> = rows
+            .iter()
+            .filter(|r| r.failed > 0)
+            .map(|r| r.name.as_str())
+            .collect();
+        assert_eq!(
+            failed,
+            [
+                "igt:t@worse",
+                "igt:t@skipped",
+                "igt:t@warned",
+                "igt:t@missing"
+            ]
+        );
+        assert!(rows.iter().all(|r| r.driver == "rust"));
+        assert!(
+            rows[1].note.contains("better than C's Fail"),
+            "{}",
+            rows[1].note
+        );
+        assert!(
+            rows[2].note.contains("Fail, but Pass under C"),
+            "{}",
+            rows[2].note
+        );
+        assert!(rows[6].note.contains("baseline"), "{}", rows[6].note);
+    }
 }

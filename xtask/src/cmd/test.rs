@@ -95,6 +95,9 @@ drmdevice@list\t/usr/bin/drmdevice
 /// Seconds each IGT test of the CI list may take in the main boot.
 const IGT_TEST_TIMEOUT: u64 = 60;
 
+/// Where the guest finds the IGT list it runs under the Rust driver.
+const RUST_IGT_LIST: &str = "etc/vrs/igt-rust.list";
+
 fn run(program: &Program) -> Step {
     Step::Run {
         program: program.name.into(),
@@ -431,20 +434,35 @@ impl TestRun<'_> {
             files.push(file);
         }
         let loaded = render || uapi || wants_libdrm || !igt_items.is_empty();
-        // The uapi transcript once more, under the Rust driver when the boot's driver is C:
-        // the differential then compares C, C reloaded and Rust. After everything that runs
-        // under the boot's driver, since it swaps drivers.
+        // Under the Rust driver too when the boot's driver is C: the uapi transcript once more
+        // (the differential then compares C, C reloaded and Rust) and the IGT list less the
+        // Rust driver's skips (each test must end as it did under C, or pass). After
+        // everything that runs under the boot's driver, since it swaps drivers.
         let uapi_rust = uapi && d != Driver::Rust;
-        if uapi_rust {
+        let rust_igt_items = match d {
+            Driver::Rust => Vec::new(),
+            _ => self.igt_items_for(arch, Driver::Rust)?,
+        };
+        let swapped = uapi_rust || !rust_igt_items.is_empty();
+        if swapped {
             if loaded {
                 steps.push(d.unload());
             }
-            steps.extend([Driver::Rust.load(), run(&UAPI), Driver::Rust.unload()]);
+            steps.push(Driver::Rust.load());
+            if uapi_rust {
+                steps.push(run(&UAPI));
+            }
+            if !rust_igt_items.is_empty() {
+                let (step, file) =
+                    super::igt::boot_parts_at(&rust_igt_items, IGT_TEST_TIMEOUT, RUST_IGT_LIST);
+                steps.push(step);
+                files.push(file);
+            }
+            steps.push(Driver::Rust.unload());
         }
-        // Last, as it leaves no driver loaded: the Rust driver's binding cycles (until it
-        // draws, the render check and IGT cannot run under it).
+        // Last, as it leaves no driver loaded: the Rust driver's binding cycles.
         if self.wants_program(&BIND) {
-            if loaded && !uapi_rust {
+            if loaded && !swapped {
                 steps.push(d.unload());
             }
             steps.push(run(&BIND));
@@ -474,7 +492,22 @@ impl TestRun<'_> {
             },
         )?;
         let expected = expected_suites(&self.suites_text, arch);
-        let (igt_results, excused) = crate::igt::attributed(&out, &igt_items);
+        let judged: Vec<crate::igt::Item> =
+            igt_items.iter().chain(&rust_igt_items).cloned().collect();
+        let (runs, excused) = crate::igt::attributed_runs(&out, &judged);
+        // The results of the runs under `driver` (libdrm's tools are runs too, whose results
+        // name no IGT test).
+        let under = |driver: Driver| -> Vec<virtgpu_protocol::CaseResult> {
+            runs.iter()
+                .filter(|(d, _)| *d == Some(driver))
+                .flat_map(|(_, r)| r.iter().cloned())
+                .collect()
+        };
+        let igt_results = under(d);
+        let rust_igt_results = match d {
+            Driver::Rust => Vec::new(),
+            _ => under(Driver::Rust),
+        };
         let mut r = boot_rows(
             arch,
             &out,
@@ -518,6 +551,18 @@ impl TestRun<'_> {
                 &exp,
             ));
         }
+        if !rust_igt_items.is_empty() {
+            let c_exp =
+                crate::igt::Expectations::load(&self.ctx.project.join("qemu/igt"), d.name())?;
+            r.rows.extend(super::igt::differential_rows(
+                arch,
+                Driver::Rust,
+                &rust_igt_items,
+                &igt_results,
+                &rust_igt_results,
+                &c_exp,
+            ));
+        }
         let failed = r.rows.iter().any(|r| r.failed > 0);
         self.report.rows.extend(r.rows);
         let details = &mut self.report.details;
@@ -541,15 +586,20 @@ impl TestRun<'_> {
     }
 
     /// The CI list of IGT tests (`qemu/igt/ci.txt`) the filter selects,
-    /// minus the skips; none on architectures without IGT.
+    /// minus the skips of the boot's driver; none on architectures without IGT.
     fn igt_items(&self, arch: &str) -> Result<Vec<crate::igt::Item>> {
+        self.igt_items_for(arch, self.driver)
+    }
+
+    /// As [`Self::igt_items`], minus the skips of `driver`.
+    fn igt_items_for(&self, arch: &str, driver: Driver) -> Result<Vec<crate::igt::Item>> {
         if arch != "x86_64" {
             return Ok(Vec::new());
         }
         let p = self.ctx.project.join("qemu/igt/ci.txt");
         let text =
             std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
-        let skips = super::igt::skips(self.ctx, self.driver)?;
+        let skips = super::igt::skips(self.ctx, driver)?;
         Ok(crate::igt::read_list(&text)?
             .into_iter()
             .filter(|i| !skips.matches(&i.name()) && self.wants(&format!("igt:{}", i.name())))

@@ -343,6 +343,21 @@ mod tests {
         }
     }
 
+    /// A boot that printed `log`.
+    fn outcome(log: String) -> crate::boot::BootOutcome {
+        crate::boot::BootOutcome {
+            splats: crate::splat::detect(&log),
+            guest: crate::guest_log::GuestLog::read(&log),
+            log,
+            log_path: "/x".into(),
+            render: None,
+            screenshot: None,
+            error: None,
+            error_source: None,
+            duration: std::time::Duration::ZERO,
+        }
+    }
+
     fn exp() -> Expectations {
         Expectations {
             fails: parse_fails("# c\nkms_a@x,Fail\nkms_a@t,Timeout\n").unwrap(),
@@ -409,17 +424,7 @@ mod tests {
         lines.push(loaded(Driver::Rust, true));
         lines.extend(run(vec![res("a@one", Status::Fail)]));
         let log = lines.join("\n");
-        let out = crate::boot::BootOutcome {
-            splats: crate::splat::detect(&log),
-            guest: crate::guest_log::GuestLog::read(&log),
-            log,
-            log_path: "/x".into(),
-            render: None,
-            screenshot: None,
-            error: None,
-            error_source: None,
-            duration: std::time::Duration::ZERO,
-        };
+        let out = outcome(log);
         let (runs, _) = attributed_runs(&out, &[Item::parse("a@one").unwrap()]);
         let got: Vec<(Option<Driver>, Vec<(String, Status)>)> = runs
             .into_iter()
@@ -464,17 +469,7 @@ mod tests {
             }),
         ]
         .join("\n");
-        let out = crate::boot::BootOutcome {
-            splats: crate::splat::detect(&log),
-            guest: crate::guest_log::GuestLog::read(&log),
-            log,
-            log_path: "/x".into(),
-            render: None,
-            screenshot: None,
-            error: None,
-            error_source: None,
-            duration: std::time::Duration::ZERO,
-        };
+        let out = outcome(log);
         let items: Vec<Item> = ["a@one", "a@two", "a@three"]
             .iter()
             .map(|n| Item::parse(n).unwrap())

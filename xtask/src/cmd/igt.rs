@@ -151,22 +151,10 @@ pub fn differential_rows(
     results: &[CaseResult],
     c_exp: &Expectations,
 ) -> Vec<Row> {
-    let mut rows = Vec::new();
-    for item in items {
-        let name = item.name();
-        let row = format!("igt:{name}");
-        let Some(r) = results.iter().find(|r| r.case == name) else {
-            rows.push(Row::verdict(
-                arch,
-                driver.name(),
-                &row,
-                &Verdict::fail("no result: the guest or the runner stopped before this test"),
-            ));
-            continue;
-        };
+    rows_by_item(arch, driver, items, results, |r| {
         let got = r.status.name();
         let secs = r.millis as f64 / 1000.0;
-        let (ok, note) = match c_results.iter().find(|c| c.case == name) {
+        match c_results.iter().find(|c| c.case == r.case) {
             Some(c) if c.status == r.status => (true, format!("{got}, as under C ({secs:.1}s)")),
             Some(c) if r.status == Status::Pass => (
                 true,
@@ -186,19 +174,8 @@ pub fn differential_rows(
                     format!("{} (C not run: judged by its baseline)", j.note()),
                 )
             }
-        };
-        let skipped = ok && r.status == Status::Skip;
-        rows.push(Row {
-            arch: arch.into(),
-            driver: driver.name().into(),
-            name: row,
-            passed: (ok && !skipped) as usize,
-            failed: (!ok) as usize,
-            skipped: skipped as usize,
-            note,
-        });
-    }
-    rows
+        }
+    })
 }
 
 /// Rows `igt:<test>` judged against `exp`; a listed test without a result
@@ -209,6 +186,21 @@ pub fn judged_rows(
     items: &[Item],
     results: &[CaseResult],
     exp: &Expectations,
+) -> Vec<Row> {
+    rows_by_item(arch, driver, items, results, |r| {
+        let j = exp.judge(r);
+        (j.ok(), j.note())
+    })
+}
+
+/// One row `igt:<test>` per item, from its result and `verdict` on it
+/// (whether it is fine, and the note); an item without a result fails.
+fn rows_by_item(
+    arch: &str,
+    driver: Driver,
+    items: &[Item],
+    results: &[CaseResult],
+    verdict: impl Fn(&CaseResult) -> (bool, String),
 ) -> Vec<Row> {
     let mut rows = Vec::new();
     for item in items {
@@ -223,16 +215,16 @@ pub fn judged_rows(
             ));
             continue;
         };
-        let j = exp.judge(r);
-        let skipped = r.status == Status::Skip && j.ok();
+        let (ok, note) = verdict(r);
+        let skipped = ok && r.status == Status::Skip;
         rows.push(Row {
             arch: arch.into(),
             driver: driver.name().into(),
             name: row,
-            passed: (j.ok() && !skipped) as usize,
-            failed: (!j.ok()) as usize,
+            passed: (ok && !skipped) as usize,
+            failed: (!ok) as usize,
             skipped: skipped as usize,
-            note: j.note(),
+            note,
         });
     }
     rows

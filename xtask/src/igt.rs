@@ -332,10 +332,11 @@ pub fn parse_shard(s: &str) -> Result<(usize, usize)> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn r(case: &str, status: Status) -> CaseResult {
+    /// A result of `case` with `status`, as the guest reports it.
+    pub(crate) fn r(case: &str, status: Status) -> CaseResult {
         CaseResult {
             case: case.into(),
             status,

@@ -529,14 +529,7 @@ fn exp_count(p: &Path) -> Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn r(case: &str, status: Status) -> CaseResult {
-        CaseResult {
-            case: case.into(),
-            status,
-            millis: 10,
-        }
-    }
+    use crate::igt::tests::r;
 
     fn items(names: &[&str]) -> Vec<Item> {
         names.iter().map(|n| Item::parse(n).unwrap()).collect()

@@ -541,7 +541,8 @@ impl TestRun<'_> {
                 ),
             ));
         }
-        if !igt_items.is_empty() {
+        if !igt_items.is_empty() || !rust_igt_items.is_empty() {
+            // The boot driver's expectations: its own rows', and the Rust rows' baseline.
             let exp = crate::igt::Expectations::load(&self.ctx.project.join("qemu/igt"), d.name())?;
             r.rows.extend(super::igt::judged_rows(
                 arch,
@@ -550,17 +551,13 @@ impl TestRun<'_> {
                 &igt_results,
                 &exp,
             ));
-        }
-        if !rust_igt_items.is_empty() {
-            let c_exp =
-                crate::igt::Expectations::load(&self.ctx.project.join("qemu/igt"), d.name())?;
             r.rows.extend(super::igt::differential_rows(
                 arch,
                 Driver::Rust,
                 &rust_igt_items,
                 &igt_results,
                 &rust_igt_results,
-                &c_exp,
+                &exp,
             ));
         }
         let failed = r.rows.iter().any(|r| r.failed > 0);

@@ -215,7 +215,7 @@ impl Batch<'_, '_> {
         cmd: KBox<Command>,
         fence: FenceAllocation<QueueFences>,
     ) -> Result<ARef<Fence>> {
-        let fence = self.queue.add_fenced(cmd, fence, Kick::Later)?;
+        let fence = self.queue.add_fenced(cmd, fence)?;
         self.pending = true;
         Ok(fence)
     }
@@ -580,26 +580,25 @@ impl<'bound> CommandQueue<'bound> {
         Ok(Call { reply })
     }
 
-    /// Adds `cmd` as a fenced command; returns its fence. The device is told of it as `kick`
-    /// says (and before a wait for room).
+    /// Adds `cmd` as a fenced command of a batch; returns its fence. The device is told of it
+    /// when the batch is dropped (or before a wait for room).
     fn add_fenced(
         &self,
         mut cmd: KBox<Command>,
         fence: FenceAllocation<QueueFences>,
-        kick: Kick,
     ) -> Result<ARef<Fence>> {
         let mut inner = self.inner.lock();
         let outcome = loop {
             if inner.removed {
-                break Err((ENODEV, cmd, true));
+                break Err((ENODEV, cmd));
             }
             let seqno = inner.next_seqno;
             if let Err(e) = cmd.set_fence(seqno) {
-                break Err((e, cmd, false));
+                break Err((e, cmd));
             }
             let request = match Request::try_new(cmd, GFP_ATOMIC) {
                 Ok(r) => r,
-                Err((e, c)) => break Err((e, c, false)),
+                Err(refused) => break Err(refused),
             };
             match inner.vq.add(request, GFP_ATOMIC) {
                 Ok(()) => {
@@ -610,17 +609,17 @@ impl<'bound> CommandQueue<'bound> {
                     // the queue lock first, finds it. Seqnos grow in one context, so the push
                     // cannot be refused; were it, the dropped fence would signal `ECANCELED`.
                     kernel::warn_on!(self.timeline.push(fence).is_err());
-                    break Ok((shared, inner.added(kick)));
+                    break Ok((shared, inner.added(Kick::Later)));
                 }
                 Err(e) if e.error == ENOSPC && !inner.vq.is_idle() => {
                     cmd = e.request.into_buffer();
                     let (relocked, res) = self.wait_for_room(inner);
                     inner = relocked;
                     if let Err(e) = res {
-                        break Err((e, cmd, false));
+                        break Err((e, cmd));
                     }
                 }
-                Err(e) => break Err((e.error, e.request.into_buffer(), false)),
+                Err(e) => break Err((e.error, e.request.into_buffer())),
             }
         };
         finish(inner, outcome)
@@ -630,18 +629,16 @@ impl<'bound> CommandQueue<'bound> {
     fn add(&self, cmd: KBox<Command>, kick: Kick) -> Result {
         let mut request = match Request::try_new(cmd, GFP_KERNEL) {
             Ok(request) => request,
-            Err((e, cmd)) => {
+            Err(refused) => {
                 // Refused as the queue would refuse it: what it frees waits for the reset.
-                let inner = self.inner.lock();
-                let reset = inner.removed;
-                return finish(inner, Err((e, cmd, reset)));
+                return finish(self.inner.lock(), Err(refused));
             }
         };
         let mut inner = self.inner.lock();
         let outcome = loop {
             if inner.removed {
                 // The device was reset: it will never see the command.
-                break Err((ENODEV, request.into_buffer(), true));
+                break Err((ENODEV, request.into_buffer()));
             }
             match inner.vq.add(request, GFP_ATOMIC) {
                 Ok(()) => break Ok(((), inner.added(kick))),
@@ -652,10 +649,10 @@ impl<'bound> CommandQueue<'bound> {
                     let (relocked, res) = self.wait_for_room(inner);
                     inner = relocked;
                     if let Err(e) = res {
-                        break Err((e, request.into_buffer(), false));
+                        break Err((e, request.into_buffer()));
                     }
                 }
-                Err(e) => break Err((e.error, e.request.into_buffer(), false)),
+                Err(e) => break Err((e.error, e.request.into_buffer())),
             }
         };
         finish(inner, outcome)
@@ -781,10 +778,8 @@ impl<'bound> CommandQueue<'bound> {
 }
 
 /// What an addition under the queue lock ended with: the submitter's result and the
-/// notification to send, or the error with the refused command and whether the device was
-/// reset (then it will never see the command).
-type Outcome<'bound, T> =
-    core::result::Result<(T, Option<Notify<'bound>>), (Error, KBox<Command>, bool)>;
+/// notification to send, or the error with the refused command.
+type Outcome<'bound, T> = core::result::Result<(T, Option<Notify<'bound>>), (Error, KBox<Command>)>;
 
 /// Finishes an addition: parks a refused command that would free an object (while the lock is
 /// still held, so that the shut-down finds it), then, after the lock, notifies the device if
@@ -802,15 +797,15 @@ fn finish<'bound, T>(
             }
             Ok(value)
         }
-        // Refused once the queue was shut down (a submitter that let the lock go to notify
-        // found it so): the device was reset, and the shut-down already freed the parked.
-        Err((error, mut cmd, reset)) if reset || inner.removed => {
+        // Refused once the queue was shut down (also by a submitter that let the lock go to
+        // notify): the device was reset, it is done with the command's memory, and the
+        // shut-down already freed the parked.
+        Err((error, mut cmd)) if inner.removed => {
             drop(inner);
-            // The device was reset: it is done with the command's memory.
             cmd.set_device_done();
             Err(error)
         }
-        Err((error, cmd, _)) => {
+        Err((error, cmd)) => {
             let refused = inner.park(cmd);
             drop(inner);
             drop(refused);

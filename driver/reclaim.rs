@@ -122,16 +122,12 @@ impl Drop for Reclaimed {
     }
 }
 
-fn log_leak(obj: &Release<Bo>) {
+/// Leaks an object whose memory the device may still use (its unref could not be sent).
+fn leak(obj: Release<Bo>) {
     pr_err!(
         "resource {} not released by the device: leaking its memory\n",
         obj.data().resource_id()
     );
-}
-
-/// Leaks an object whose memory the device may still use (its unref could not be sent).
-fn leak(obj: Release<Bo>) {
-    log_leak(&obj);
     core::mem::forget(obj);
 }
 

@@ -231,10 +231,13 @@ impl Ctx {
     pub fn build_guest(&self, m: &Machine) -> Result<PathBuf> {
         let log = self.cache.dir.join(format!("guest/{}.log", m.name));
         let _ = std::fs::remove_file(&log);
+        // One target directory per toolchain and clone: cargo would take another clone's
+        // artifacts for fresh (its dep-info names that clone's files, which did not change).
+        let key = format!("{}\n{}", self.tc_identity, self.project.display());
         let target_dir = self
             .cache
             .dir
-            .join(format!("guest/{}", paths::short_hash(&self.tc_identity)));
+            .join(format!("guest/{}", paths::short_hash(&key)));
         let cargo_home = cargo_home()?;
         Phase::start(format!("guest programs {}", m.name)).run(
             |phase| {

@@ -57,7 +57,7 @@ use kernel::{
             self,
             shmem::{
                 self,
-                PhysRange, //
+                PhysRanges, //
             },
             Release, //
         },
@@ -206,19 +206,23 @@ const SMALL_ENTRIES: usize = PAGE_SIZE;
 /// stay pinned until the object is freed.
 fn attach_backing(obj: &Object, id: u32) -> Result<KBox<Command>> {
     let ranges = obj.pin_phys_ranges()?;
-    let count = u32::try_from(ranges.len()).map_err(|_| EINVAL)?;
-    let attach = protocol::encode(&AttachBacking::new(id, count));
-    let bytes = ranges.len() * size_of::<MemEntry>();
+    // Counted first, then written straight into the entries: no list in between.
+    let count = ranges.clone().count();
+    let attach = protocol::encode(&AttachBacking::new(
+        id,
+        u32::try_from(count).map_err(|_| EINVAL)?,
+    ));
+    let bytes = count * size_of::<MemEntry>();
     if bytes <= SMALL_ENTRIES {
-        Command::with_data(attach, mem_entries::<Kmalloc>(&ranges, bytes)?, NODATA)
+        Command::with_data(attach, mem_entries::<Kmalloc>(ranges, bytes)?, NODATA)
     } else {
-        let entries = mem_entries::<KVmalloc>(&ranges, bytes)?;
+        let entries = mem_entries::<KVmalloc>(ranges, bytes)?;
         Command::keeping(attach, Reclaimed::read_by_device(entries), NODATA)
     }
 }
 
 /// The memory entries of `ranges`, `bytes` long, in memory of `A`.
-fn mem_entries<A: Allocator>(ranges: &[PhysRange], bytes: usize) -> Result<Vec<u8, A>> {
+fn mem_entries<A: Allocator>(ranges: PhysRanges<'_>, bytes: usize) -> Result<Vec<u8, A>> {
     let mut entries = Vec::<u8, A>::with_capacity(bytes, GFP_KERNEL)?;
     for r in ranges {
         entries.extend_from_slice(MemEntry::new(r.addr, r.len).as_bytes(), GFP_KERNEL)?;

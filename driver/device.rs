@@ -6,30 +6,28 @@
 //! (features, capsets, scanouts) and what probe read from it. It lives as the DRM device's
 //! registration data: ioctls reach it inside the DRM core's `drm_dev_enter()` section, and it is
 //! dropped after `drm_dev_unplug()` when the device is unbound, which also ends every use of the
-//! queues. Fields are fixed after probe, so nothing here is locked; the queues lock themselves
-//! (see the lock order in the crate documentation).
+//! queues. Fields are fixed after probe but the displays, which [`crate::display`] replaces under
+//! their `Mutex` when the host changes them; the queues lock themselves (see the lock order in
+//! the crate documentation).
 
 use crate::{
+    display::Displays,
     protocol::{
         self,
-        CapsetInfo,
-        CtrlHdr,
-        RespDisplayInfo,
-        Scanout, //
+        CapsetInfo, //
     },
-    queue::{
-        Call,
-        CommandQueue, //
-    },
+    queue::CommandQueue,
     DrmDevice, //
 };
 use kernel::{
     device::Core,
     interrupt::LocalInterruptDisabled,
+    new_mutex,
     prelude::*,
     sync::{
         aref::ARef,
-        Arc, //
+        Arc,
+        Mutex, //
     },
     uapi,
     virtio::{
@@ -112,6 +110,7 @@ impl Callbacks for Queues<'_> {
 }
 
 /// The state of a bound device.
+#[pin_data]
 pub(crate) struct VirtioGpu<'bound> {
     /// Keeps the queue callbacks installed while the DRM device is registered.
     _callbacks: Registration<'bound, Queues<'bound>>,
@@ -120,11 +119,12 @@ pub(crate) struct VirtioGpu<'bound> {
     /// The device's blob alignment, with `VIRTIO_GPU_F_BLOB_ALIGNMENT`.
     pub(crate) blob_alignment: Option<u32>,
     pub(crate) capsets: KVec<CapsetInfo>,
-    pub(crate) scanouts: KVec<Scanout>,
-    /// The scanouts' EDIDs with `VIRTIO_GPU_F_EDID`, one per scanout (empty for one the host
-    /// did not give); none without the feature.
-    #[expect(dead_code, reason = "the connectors will read them, once there is KMS")]
-    pub(crate) edids: KVec<KVec<u8>>,
+    /// How many scanouts the driver handles (the device's count, at most
+    /// [`MAX_SCANOUTS`](protocol::MAX_SCANOUTS)).
+    pub(crate) num_scanouts: usize,
+    /// The displays as last read: at probe, then after each change (see [`crate::display`]).
+    #[pin]
+    pub(crate) displays: Mutex<Displays>,
 }
 
 impl<'bound> VirtioGpu<'bound> {
@@ -136,7 +136,7 @@ impl<'bound> VirtioGpu<'bound> {
         features: Features,
         num_capsets: u32,
         num_scanouts: usize,
-    ) -> Result<Self> {
+    ) -> Result<impl PinInit<Self, Error> + 'bound> {
         let blob_alignment = if features.blob_alignment {
             // SAFETY: `blob_alignment` is part of the configuration space of a device that offers
             // `VIRTIO_GPU_F_BLOB_ALIGNMENT`.
@@ -159,37 +159,17 @@ impl<'bound> VirtioGpu<'bound> {
                 c.max_size
             );
         }
-        // As C: EDIDs first, then the display info; a scanout without an EDID is logged and
-        // left without one.
-        let mut edids = KVec::with_capacity(num_scanouts, GFP_KERNEL)?;
-        if features.edid {
-            for (i, edid) in self::edids(&queues.control, num_scanouts)?
-                .into_iter()
-                .enumerate()
-            {
-                let edid = match edid {
-                    Ok(edid) => {
-                        dev_info!(dev, "EDID of scanout {}: {} bytes\n", i, edid.len());
-                        edid
-                    }
-                    Err(e) => {
-                        dev_err!(dev, "EDID of scanout {}: {:?}\n", i, e);
-                        KVec::new()
-                    }
-                };
-                edids.push(edid, GFP_KERNEL)?;
-            }
-        }
-        let scanouts = display_info(&queues.control, num_scanouts)?;
-        Ok(Self {
+        let displays = Displays::read(dev, &queues.control, num_scanouts, features.edid)?;
+        displays.log(dev, None, None);
+        Ok(try_pin_init!(Self {
             _callbacks: callbacks,
             queues,
             features,
             blob_alignment,
             capsets,
-            scanouts,
-            edids,
-        })
+            num_scanouts,
+            displays <- new_mutex!(displays, "virtio_gpu_rs::VirtioGpu::displays"),
+        }? Error))
     }
 
     /// The control queue.
@@ -207,54 +187,6 @@ impl<'bound> VirtioGpu<'bound> {
     pub(crate) fn capset_id_mask(&self) -> u64 {
         self.capsets.iter().fold(0, |m, c| m | (1u64 << c.id))
     }
-}
-
-/// Fetches the display info (`VIRTIO_GPU_CMD_GET_DISPLAY_INFO`) of the first `count` scanouts.
-fn display_info(queue: &CommandQueue<'_>, count: usize) -> Result<KVec<Scanout>> {
-    let mut scanouts = KVec::with_capacity(count, GFP_KERNEL)?;
-    if count == 0 {
-        return Ok(scanouts);
-    }
-    let cmd = protocol::encode(&CtrlHdr::command(protocol::CMD_GET_DISPLAY_INFO));
-    let resp = queue.call(cmd, size_of::<RespDisplayInfo>())?;
-    let info: RespDisplayInfo = protocol::decode_response(&resp, protocol::RESP_OK_DISPLAY_INFO)?;
-    for i in 0..count {
-        scanouts.push(info.scanout(i).ok_or(EPROTO)?, GFP_KERNEL)?;
-    }
-    Ok(scanouts)
-}
-
-/// Fetches the EDIDs of the first `count` scanouts (`VIRTIO_GPU_CMD_GET_EDID`): every command
-/// is sent, then each answer awaited, as C does (`count` is at most
-/// [`MAX_SCANOUTS`](protocol::MAX_SCANOUTS), 16). One result per scanout, each failing on its
-/// own; the whole fails only if there is no memory for the lists.
-fn edids(queue: &CommandQueue<'_>, count: usize) -> Result<KVec<Result<KVec<u8>>>> {
-    let mut calls = KVec::with_capacity(count, GFP_KERNEL)?;
-    {
-        // One notification for all; the batch is dropped before the first wait.
-        let mut batch = queue.batch();
-        for scanout in 0..count {
-            let cmd = protocol::encode(&protocol::GetEdid::new(scanout as u32));
-            calls.push(
-                batch.start_call(cmd, size_of::<protocol::RespEdid>()),
-                GFP_KERNEL,
-            )?;
-        }
-    }
-    let mut edids = KVec::with_capacity(count, GFP_KERNEL)?;
-    for call in calls {
-        let edid = call.and_then(Call::wait).and_then(|resp| edid(&resp));
-        edids.push(edid, GFP_KERNEL)?;
-    }
-    Ok(edids)
-}
-
-/// Reads an EDID from a `VIRTIO_GPU_CMD_GET_EDID` response.
-fn edid(resp: &[u8]) -> Result<KVec<u8>> {
-    let resp: protocol::RespEdid = protocol::decode_response(resp, protocol::RESP_OK_EDID)?;
-    let mut edid = KVec::new();
-    edid.extend_from_slice(resp.edid()?, GFP_KERNEL)?;
-    Ok(edid)
 }
 
 /// The largest capset id, as C's `MAX_CAPSET_ID`.

@@ -293,6 +293,10 @@ pub(crate) mod config {
     use core::mem::offset_of;
     use kernel::uapi::virtio_gpu_config;
 
+    /// `events_read`: the events the device signals (`VIRTIO_GPU_EVENT_*`).
+    pub(crate) const EVENTS_READ: u32 = offset_of!(virtio_gpu_config, events_read) as u32;
+    /// `events_clear`: the driver writes the events it handled.
+    pub(crate) const EVENTS_CLEAR: u32 = offset_of!(virtio_gpu_config, events_clear) as u32;
     /// `num_scanouts`.
     pub(crate) const NUM_SCANOUTS: u32 = offset_of!(virtio_gpu_config, num_scanouts) as u32;
     /// `num_capsets`.

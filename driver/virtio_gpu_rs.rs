@@ -4,9 +4,10 @@
 //!
 //! This file owns the two registrations: the virtio driver (id and feature tables, probe,
 //! unbind) and the DRM driver it registers per device (name, version, ioctl table). The device
-//! state lives in [`device`], the queues and their interrupt path in [`queue`], the wire format
-//! in [`protocol`], the ioctls in [`ioctl`], per-open state in [`file`], GEM objects in [`gem`],
-//! and what outlives the binding (reclaim, resource ids) in [`reclaim`].
+//! state lives in [`device`], the displays and their changes in [`display`], the queues and
+//! their interrupt path in [`queue`], the wire format in [`protocol`], the ioctls in [`ioctl`],
+//! per-open state in [`file`], GEM objects in [`gem`], and what outlives the binding (reclaim,
+//! resource ids) in [`reclaim`].
 //!
 //! # Lifetimes
 //!
@@ -25,14 +26,18 @@
 //! queue lock with `lock_with`, and the reply and reclaim locks with `lock_with` under it; it
 //! takes the timeline's after dropping the queue lock. Process context takes them with `lock()`.
 //! Nothing sleeps under any spinlock; freeing an object (which may sleep) happens in the reclaim
-//! work item, or in process context after the locks are dropped.
+//! work item, or in process context after the locks are dropped. `VirtioGpu::displays`
+//! (`Mutex`) stands alone: taken in process context with no other lock held, and nothing is
+//! taken under it.
 
 use kernel::{
     device::{
+        Bound,
         Core,
         DeviceContext, //
     },
     drm,
+    interrupt::LocalInterruptDisabled,
     prelude::*,
     sync::{
         aref::ARef,
@@ -46,6 +51,7 @@ use kernel::{
 };
 
 mod device;
+mod display;
 mod faults;
 mod file;
 mod gem;
@@ -62,6 +68,7 @@ use device::{
     CURSOR,
     QUEUE_NAMES, //
 };
+use display::ConfigWork;
 use protocol::{
     config,
     MAX_SCANOUTS, //
@@ -190,6 +197,8 @@ struct Binding<'bound> {
     _knobs: faults::Knobs,
     /// The queues, also reachable through the DRM registration; kept here for unbind.
     queues: Arc<Queues<'bound>>,
+    /// Reads configuration changes (see [`display`]).
+    config_work: Arc<ConfigWork>,
     _drm: drm::Registration<'bound, DrmDriver>,
 }
 
@@ -257,27 +266,17 @@ impl virtio::Driver for VirtioGpuDriver {
             num_scanouts,
         )
         .inspect_err(|e| dev_err!(dev, "device does not answer: {:?}\n", e))?;
-        for (i, s) in gpu.scanouts.iter().enumerate() {
-            dev_info!(
-                dev,
-                "scanout {}: {}x{}+{}+{} {}\n",
-                i,
-                s.width,
-                s.height,
-                s.x,
-                s.y,
-                if s.enabled { "enabled" } else { "disabled" }
-            );
-        }
 
         // SAFETY: The registration is kept in the `Binding`, which the driver core drops when the
         // device is unbound; it is never forgotten.
-        let drm =
-            unsafe { drm::Registration::new(dev.as_ref(), unregistered, Ok::<_, Error>(gpu), 0)? };
+        let drm = unsafe { drm::Registration::new(dev.as_ref(), unregistered, gpu, 0)? };
+
+        let config_work = ConfigWork::new(drm.registered_ref())?;
 
         Ok(Binding {
             _knobs: faults::Knobs::new(dev, &drm),
             queues,
+            config_work,
             _drm: drm,
         })
     }
@@ -292,9 +291,22 @@ impl virtio::Driver for VirtioGpuDriver {
                 dev_warn!(dev, "queue not drained: {:?}\n", e);
             }
         }
+        // `config_changed` is no longer called, so nothing queues the configuration work item
+        // again; a read it had in flight failed with the queues shut down. Flushed first, as it
+        // submits commands.
+        this.config_work.flush();
         // No command can complete any more, so nothing queues the reclaim work item again: once
-        // it is idle, no code of this module runs for the device after unbind.
+        // both are idle, no code of this module runs for the device after unbind.
         reclaim::flush(&this.queues.drm);
+    }
+
+    fn config_changed<'bound>(
+        _dev: &'bound virtio::Device<Bound>,
+        this: Pin<&Self::Data<'bound>>,
+        _irq: &LocalInterruptDisabled,
+    ) {
+        // Atomic context: the work item reads what changed.
+        this.config_work.queue();
     }
 }
 

@@ -23,6 +23,7 @@ mod splat;
 mod splat_cases;
 mod toolchain;
 mod ui;
+mod vnc;
 
 use std::path::PathBuf;
 

@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use crate::machine::Machine;
 use crate::toolchain::{Cmd, Toolchain};
 use crate::ui::{self, Phase};
+use virtgpu_protocol::DISPLAY_REQUEST;
 
 /// What to boot.
 pub struct BootSpec<'a> {
@@ -31,6 +32,10 @@ pub struct Guest {
     child: Child,
     pub log: PathBuf,
     qmp: PathBuf,
+    /// The VNC server's socket (headless boots), through which display requests are served.
+    vnc: Option<PathBuf>,
+    /// How many of the guest's display requests were served.
+    resized: usize,
     started: Instant,
     timeout: Duration,
     exited: bool,
@@ -71,8 +76,10 @@ impl Guest {
     pub fn start(tc: &Toolchain, spec: &BootSpec<'_>) -> Result<Guest> {
         let log = spec.run_dir.join("serial.log");
         let qmp = spec.run_dir.join("qmp.sock");
+        let vnc = spec.run_dir.join("vnc.sock");
         let _ = std::fs::remove_file(&log);
         let _ = std::fs::remove_file(&qmp);
+        let _ = std::fs::remove_file(&vnc);
         // printk.devkmsg=on: /init writes every line through /dev/kmsg,
         // which would otherwise be rate limited.
         let append = format!(
@@ -91,14 +98,20 @@ impl Guest {
             .arg(format!("file:{}", log.display()))
             .arg("-qmp")
             .arg(format!("unix:{},server=on,wait=off", qmp.display()));
-        if spec.display {
+        let vnc = if spec.display {
             let disp = std::env::var("DISPLAY").context(
                 "--display needs a graphical session (DISPLAY is not set); run without --display for a headless run",
             )?;
             c = c.args(["-display", "gtk"]).env("DISPLAY", disp);
+            // The window resizes the display itself.
+            None
         } else {
-            c = c.args(["-display", "none"]);
-        }
+            // No local display; a VNC server on a socket, for display requests.
+            c = c
+                .args(["-display", "none", "-vnc"])
+                .arg(format!("unix:{}", vnc.display()));
+            Some(vnc)
+        };
         let stderr = std::fs::File::create(spec.run_dir.join("qemu.log"))?;
         let child = tc
             .command(&c)
@@ -111,6 +124,8 @@ impl Guest {
             child,
             log,
             qmp,
+            vnc,
+            resized: 0,
             started: Instant::now(),
             timeout: spec.timeout,
             exited: false,
@@ -225,12 +240,40 @@ impl Guest {
         }
     }
 
-    /// Waits for QEMU to exit (the guest powers off). Times out as a hang.
+    /// Serves the guest's display requests (a [`DISPLAY_REQUEST`] line with a size) not served
+    /// yet: resizes the display through the VNC server.
+    fn serve_display_requests(&mut self, text: &str, phase: &Phase) -> Result<()> {
+        // Complete lines only: the last one may still be being written.
+        let complete = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
+        let requests: Vec<&str> = complete
+            .lines()
+            .filter_map(|l| l.split_once(DISPLAY_REQUEST).map(|(_, size)| size))
+            .collect();
+        for size in &requests[self.resized.min(requests.len())..] {
+            let Some(vnc) = &self.vnc else {
+                bail!(
+                    "the guest asked for a display of {size}, which only a headless boot can serve (run without --display)"
+                );
+            };
+            phase.status(&format!("resizing the display to {size}"));
+            let (w, h) = crate::vnc::parse_size(size)?;
+            crate::vnc::resize(vnc, w, h)
+                .with_context(|| format!("resizing the display to {size} for the guest"))?;
+            self.resized += 1;
+        }
+        Ok(())
+    }
+
+    /// Waits for QEMU to exit (the guest powers off), serving the guest's display requests
+    /// meanwhile. Times out as a hang.
     pub fn wait_exit(&mut self, phase: &Phase) -> Result<()> {
         loop {
             let exited = self.check_exit()?;
             let text = self.log_text();
             self.echo(&text);
+            if !exited {
+                self.serve_display_requests(&text, phase)?;
+            }
             if exited {
                 return Ok(());
             }

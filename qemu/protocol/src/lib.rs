@@ -21,6 +21,11 @@ pub const PREFIX: &str = "virtgpu-rs: ";
 /// screen: xtask takes its screendump then.
 pub const RENDER_READY: &str = "virtgpu-rs: render ready ";
 
+/// `display-change` prints this, then `<w>x<h>`, to have the display
+/// resized: xtask asks QEMU for that size as a VNC client would, and the
+/// device signals a display change to the driver.
+pub const DISPLAY_REQUEST: &str = "virtgpu-rs: resize display ";
+
 /// Programs whose output is compared across drivers print each canonical
 /// line with this prefix; xtask compares those lines between runs.
 pub const TRANSCRIPT: &str = "transcript: ";

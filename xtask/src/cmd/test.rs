@@ -77,6 +77,13 @@ const BIND: Program = Program {
     rows: &["virtio_bind"],
 };
 
+/// Has the host resize the display and checks the loaded driver reads the new size (the
+/// device's configuration-change path), under the boot's driver and under Rust.
+const DISPLAY: Program = Program {
+    name: "display-change",
+    rows: &["display_change"],
+};
+
 /// Clears kmemleak's suspects before the boot's programs and scans after them: any object
 /// they leaked fails its row.
 const KMEMLEAK: Program = Program {
@@ -433,7 +440,19 @@ impl TestRun<'_> {
             steps.push(step);
             files.push(file);
         }
-        let loaded = render || uapi || wants_libdrm || !igt_items.is_empty();
+        let mut loaded = render || uapi || wants_libdrm || !igt_items.is_empty();
+        let display = self.wants_program(&DISPLAY);
+        let display_run = |d: Driver| Step::Run {
+            program: DISPLAY.name.into(),
+            args: vec![d.name().into()],
+        };
+        if display {
+            if !loaded {
+                steps.push(d.load());
+                loaded = true;
+            }
+            steps.push(display_run(d));
+        }
         // Under the Rust driver too when the boot's driver is C: the uapi transcript once more
         // (the differential then compares C, C reloaded and Rust) and the IGT list less the
         // Rust driver's skips (each test must end as it did under C, or pass). After
@@ -443,7 +462,8 @@ impl TestRun<'_> {
             Driver::Rust => Vec::new(),
             _ => self.igt_items_for(arch, Driver::Rust)?,
         };
-        let swapped = uapi_rust || !rust_igt_items.is_empty();
+        let display_rust = display && d != Driver::Rust;
+        let swapped = uapi_rust || !rust_igt_items.is_empty() || display_rust;
         if swapped {
             if loaded {
                 steps.push(d.unload());
@@ -457,6 +477,9 @@ impl TestRun<'_> {
                     super::igt::boot_parts_at(&rust_igt_items, IGT_TEST_TIMEOUT, RUST_IGT_LIST);
                 steps.push(step);
                 files.push(file);
+            }
+            if display_rust {
+                steps.push(display_run(Driver::Rust));
             }
             steps.push(Driver::Rust.unload());
         }

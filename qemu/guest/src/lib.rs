@@ -15,6 +15,66 @@ pub fn kill_group(pid: u32) {
     }
 }
 
+/// The kernel log (`/dev/kmsg`), read from where it was opened on.
+pub struct KernelLog(std::fs::File);
+
+impl KernelLog {
+    fn open_kmsg() -> Result<std::fs::File, String> {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open("/dev/kmsg")
+            .map_err(|e| format!("cannot open /dev/kmsg: {e}"))
+    }
+
+    /// From the oldest record the kernel still has.
+    pub fn from_start() -> Result<KernelLog, String> {
+        Ok(KernelLog(Self::open_kmsg()?))
+    }
+
+    /// From now on: only records logged after this call are read.
+    pub fn from_now() -> Result<KernelLog, String> {
+        let f = Self::open_kmsg()?;
+        // SAFETY: `f` is an open file; seeking /dev/kmsg to its end moves past every record.
+        if unsafe { libc::lseek(std::os::fd::AsRawFd::as_raw_fd(&f), 0, libc::SEEK_END) } < 0 {
+            return Err(format!(
+                "cannot seek /dev/kmsg: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        Ok(KernelLog(f))
+    }
+
+    /// The messages logged since the last call (the text after each record's `;`).
+    pub fn new_messages(&mut self) -> Result<Vec<String>, String> {
+        use std::io::Read;
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 8192];
+        loop {
+            match self.0.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    let rec = String::from_utf8_lossy(&buf[..n]);
+                    if let Some((_, msg)) = rec.split_once(';') {
+                        out.push(msg.lines().next().unwrap_or("").to_string());
+                    }
+                }
+                // EPIPE: records were overwritten meanwhile; the next read goes on.
+                Err(e) if e.raw_os_error() == Some(libc::EPIPE) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(format!("cannot read /dev/kmsg: {e}")),
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Every message now in the kernel log (the text after each record's `;`).
+pub fn kernel_log() -> Result<Vec<String>, String> {
+    KernelLog::from_start()?.new_messages()
+}
+
 /// Runs `cmd` with `args` and waits for it; an error says what failed.
 pub fn run(cmd: &str, args: &[&str]) -> Result<(), String> {
     let st = std::process::Command::new(cmd)

@@ -18,13 +18,12 @@
 //! size was seen in time.
 
 use std::fs;
-use std::io::Read;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
+use virtgpu_guest::{kernel_log, KernelLog};
 use virtgpu_protocol::ktap::Suite;
 use virtgpu_protocol::DISPLAY_REQUEST;
 
@@ -36,50 +35,6 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 const SIZES: [&str; 3] = ["800x600", "1024x768", "640x480"];
 
 type Res<T> = Result<T, String>;
-
-/// The kernel log from the point it was opened on.
-struct KernelLog(fs::File);
-
-impl KernelLog {
-    /// Opens `/dev/kmsg` at its end: only records logged from now on are read.
-    fn open() -> Res<KernelLog> {
-        let f = fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open("/dev/kmsg")
-            .map_err(|e| format!("cannot open /dev/kmsg: {e}"))?;
-        // SAFETY: `f` is an open file; seeking /dev/kmsg to its end moves past every record.
-        if unsafe { libc::lseek(std::os::fd::AsRawFd::as_raw_fd(&f), 0, libc::SEEK_END) } < 0 {
-            return Err(format!(
-                "cannot seek /dev/kmsg: {}",
-                std::io::Error::last_os_error()
-            ));
-        }
-        Ok(KernelLog(f))
-    }
-
-    /// The messages logged since the last call (the text after each record's `;`).
-    fn new_messages(&mut self) -> Res<Vec<String>> {
-        let mut out = Vec::new();
-        let mut buf = vec![0u8; 8192];
-        loop {
-            match self.0.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => {
-                    let rec = String::from_utf8_lossy(&buf[..n]);
-                    if let Some((_, msg)) = rec.split_once(';') {
-                        out.push(msg.lines().next().unwrap_or("").to_string());
-                    }
-                }
-                // EPIPE: records were overwritten meanwhile; the next read goes on.
-                Err(e) if e.raw_os_error() == Some(libc::EPIPE) => continue,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(e) => return Err(format!("cannot read /dev/kmsg: {e}")),
-            }
-        }
-        Ok(out)
-    }
-}
 
 /// The driver whose view of the display is checked.
 #[derive(Clone, Copy, PartialEq)]
@@ -122,13 +77,7 @@ fn current_size(driver: Driver) -> Res<String> {
         Driver::C => preferred_mode(&connector()?),
         Driver::Rust => {
             // The last display-info line of the driver in the whole log.
-            let f = fs::OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_NONBLOCK)
-                .open("/dev/kmsg")
-                .map_err(|e| format!("cannot open /dev/kmsg: {e}"))?;
-            let mut log = KernelLog(f);
-            log.new_messages()?
+            kernel_log()?
                 .iter()
                 .rev()
                 .filter(|m| m.starts_with("virtio_gpu_rs ") && m.ends_with("+0+0 enabled"))
@@ -143,7 +92,7 @@ fn current_size(driver: Driver) -> Res<String> {
 
 /// Asks the host for `size` and waits until `driver` shows it; returns how long that took.
 fn change_to(driver: Driver, size: &str) -> Res<Duration> {
-    let mut log = KernelLog::open()?;
+    let mut log = KernelLog::from_now()?;
     let conn = match driver {
         Driver::C => Some(connector()?),
         Driver::Rust => None,

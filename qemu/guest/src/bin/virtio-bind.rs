@@ -20,16 +20,15 @@
 //! `virtio_bind`); exits 0 only when every case passed.
 
 use std::fs;
-use std::io::Read;
 use std::os::fd::AsFd;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use virtgpu_guest::{
-    drm_raw_ioctl, run, virtgpu, virtgpu_getparam, virtgpu_getparam_bad_pointer, VIRTGPU_PARAMS,
+    drm_raw_ioctl, kernel_log, run, virtgpu, virtgpu_getparam, virtgpu_getparam_bad_pointer,
+    VIRTGPU_PARAMS,
 };
 use virtgpu_protocol::ktap::Suite;
 
@@ -53,33 +52,6 @@ fn gpu_device() -> Result<String, String> {
 fn bound_driver(dev: &str) -> Option<String> {
     let link = fs::read_link(Path::new(DEVICES).join(dev).join("driver")).ok()?;
     Some(link.file_name()?.to_string_lossy().into_owned())
-}
-
-/// Every message now in the kernel log (the text after each record's `;`).
-fn kernel_log() -> Result<Vec<String>, String> {
-    let mut f = fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open("/dev/kmsg")
-        .map_err(|e| format!("cannot open /dev/kmsg: {e}"))?;
-    let mut out = Vec::new();
-    let mut buf = vec![0u8; 8192];
-    loop {
-        match f.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                let rec = String::from_utf8_lossy(&buf[..n]);
-                if let Some((_, msg)) = rec.split_once(';') {
-                    out.push(msg.lines().next().unwrap_or("").to_string());
-                }
-            }
-            // EPIPE: records were overwritten meanwhile; the next read goes on.
-            Err(e) if e.raw_os_error() == Some(libc::EPIPE) => continue,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-            Err(e) => return Err(format!("cannot read /dev/kmsg: {e}")),
-        }
-    }
-    Ok(out)
 }
 
 /// The driver's display-info lines for `dev` in the kernel log.

@@ -119,9 +119,6 @@ pub(crate) struct VirtioGpu<'bound> {
     /// The device's blob alignment, with `VIRTIO_GPU_F_BLOB_ALIGNMENT`.
     pub(crate) blob_alignment: Option<u32>,
     pub(crate) capsets: KVec<CapsetInfo>,
-    /// How many scanouts the driver handles (the device's count, at most
-    /// [`MAX_SCANOUTS`](protocol::MAX_SCANOUTS)).
-    pub(crate) num_scanouts: usize,
     /// The displays as last read: at probe, then after each change (see [`crate::display`]).
     #[pin]
     pub(crate) displays: Mutex<Displays>,
@@ -167,7 +164,6 @@ impl<'bound> VirtioGpu<'bound> {
             features,
             blob_alignment,
             capsets,
-            num_scanouts,
             displays <- new_mutex!(displays, "virtio_gpu_rs::VirtioGpu::displays"),
         }? Error))
     }

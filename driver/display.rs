@@ -167,7 +167,9 @@ fn changed(gpu: &VirtioGpu<'_>, dev: &virtio::Device<Bound>, limit: &RateLimit) 
     // SAFETY: `events_clear` is a field of every virtio-gpu device's configuration space, the
     // one the driver writes.
     unsafe { dev.write_config_32(config::EVENTS_CLEAR, uapi::VIRTIO_GPU_EVENT_DISPLAY) };
-    match Displays::read(dev, gpu.control(), gpu.num_scanouts, gpu.features.edid) {
+    // As many as at probe: one per scanout the driver handles.
+    let count = gpu.displays.lock().scanouts.len();
+    match Displays::read(dev, gpu.control(), count, gpu.features.edid) {
         Ok(displays) => {
             let mut current = gpu.displays.lock();
             displays.log(dev, Some(&current), Some(limit));

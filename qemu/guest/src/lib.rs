@@ -35,14 +35,11 @@ impl KernelLog {
 
     /// From now on: only records logged after this call are read.
     pub fn from_now() -> Result<KernelLog, String> {
-        let f = Self::open_kmsg()?;
-        // SAFETY: `f` is an open file; seeking /dev/kmsg to its end moves past every record.
-        if unsafe { libc::lseek(std::os::fd::AsRawFd::as_raw_fd(&f), 0, libc::SEEK_END) } < 0 {
-            return Err(format!(
-                "cannot seek /dev/kmsg: {}",
-                std::io::Error::last_os_error()
-            ));
-        }
+        use std::io::{Seek, SeekFrom};
+        let mut f = Self::open_kmsg()?;
+        // Seeking /dev/kmsg to its end moves past every record.
+        f.seek(SeekFrom::End(0))
+            .map_err(|e| format!("cannot seek /dev/kmsg: {e}"))?;
         Ok(KernelLog(f))
     }
 

@@ -238,16 +238,16 @@ pub fn attributed(out: &crate::boot::BootOutcome, items: &[Item]) -> (Vec<CaseRe
     (runs.into_iter().flat_map(|(_, r)| r).collect(), excused)
 }
 
+/// The results of one `test-runner` run, with the driver loaded while it ran.
+pub type DriverRun = (Option<crate::boot::Driver>, Vec<CaseResult>);
+
 /// As [`attributed`], with the results of each `test-runner` run apart, each
 /// with the driver loaded while it ran, in the order the runs started (a
 /// boot that runs IGT under two drivers).
 pub fn attributed_runs(
     out: &crate::boot::BootOutcome,
     items: &[Item],
-) -> (
-    Vec<(Option<crate::boot::Driver>, Vec<CaseResult>)>,
-    Vec<usize>,
-) {
+) -> (Vec<DriverRun>, Vec<usize>) {
     let judged: std::collections::HashSet<String> = items.iter().map(Item::name).collect();
     let mut runs = Vec::new();
     let mut excused = Vec::new();
@@ -427,7 +427,8 @@ pub(crate) mod tests {
         let log = lines.join("\n");
         let out = outcome(log);
         let (runs, _) = attributed_runs(&out, &[Item::parse("a@one").unwrap()]);
-        let got: Vec<(Option<Driver>, Vec<(String, Status)>)> = runs
+        type Statuses = Vec<(String, Status)>;
+        let got: Vec<(Option<Driver>, Statuses)> = runs
             .into_iter()
             .map(|(d, r)| (d, r.into_iter().map(|r| (r.case, r.status)).collect()))
             .collect();

@@ -276,7 +276,8 @@ fn virtgpu_resources(fd: BorrowedFd<'_>, c: &mut Calls) {
             |d| format!("next_minus_previous={d}"),
         );
     }
-    let bad: [(&str, fn(&mut Rc)); 5] = [
+    type Change = fn(&mut Rc);
+    let bad: [(&str, Change); 5] = [
         ("target_3", |r| r.target = 3),
         ("depth_2", |r| r.depth = 2),
         ("nr_samples_2", |r| r.nr_samples = 2),

@@ -113,14 +113,13 @@ fn check_edid(module: &str, dev: &str) -> Result<(), String> {
     let prefix = format!("{module} {dev}: EDID of scanout 0: ");
     let line = kernel_log()?
         .into_iter()
-        .filter(|l| l.starts_with(&prefix))
-        .last()
+        .rfind(|l| l.starts_with(&prefix))
         .ok_or_else(|| format!("no `{prefix}` line"))?;
     let bytes: usize = line[prefix.len()..]
         .strip_suffix(" bytes")
         .and_then(|n| n.parse().ok())
         .ok_or_else(|| format!("no size in {line:?}"))?;
-    if bytes == 0 || bytes % 128 != 0 {
+    if bytes == 0 || !bytes.is_multiple_of(128) {
         return Err(format!("{line:?}: an EDID is one or more 128-byte blocks"));
     }
     Ok(())

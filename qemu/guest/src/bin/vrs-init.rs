@@ -113,6 +113,7 @@ fn mount_all(log: &Log) {
         ("sysfs", "/sys"),
         ("devtmpfs", "/dev"),
         ("debugfs", "/sys/kernel/debug"),
+        ("tracefs", "/sys/kernel/tracing"),
         ("tmpfs", "/tmp"),
     ] {
         let _ = std::fs::create_dir_all(dir);

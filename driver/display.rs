@@ -74,6 +74,10 @@ impl Displays {
     /// then awaited, as C does (`count` is at most [`MAX_SCANOUTS`](protocol::MAX_SCANOUTS),
     /// 16). A scanout without an EDID is logged on `dev` and left without one; the whole fails
     /// if the display info does, or if there is no memory for the lists.
+    ///
+    /// Never inlined: `cargo xtask bench` times the display-info round trip up to its return
+    /// with a kprobe on its symbol (`drm-bench`, case `display_info`).
+    #[inline(never)]
     pub(crate) fn read(
         dev: &virtio::Device<Bound>,
         queue: &CommandQueue<'_>,

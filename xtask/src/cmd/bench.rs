@@ -182,7 +182,7 @@ fn driver_bench_steps() -> Vec<Step> {
             d.load(),
             Step::Run {
                 program: DRIVER_BENCH.into(),
-                args: Vec::new(),
+                args: vec![d.name().into()],
             },
             d.unload(),
         ]

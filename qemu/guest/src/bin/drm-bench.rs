@@ -12,20 +12,54 @@
 //! - `transfer_4mib`: `TRANSFER_TO_HOST` of a whole 1024x1024 (4 MiB) resource; after the
 //!   last one a fenced `RESOURCE_CREATE` and its `WAIT` drain the queue (the device answers in
 //!   order), inside the timed span. `mb_per_s` gives the throughput.
+//! - `display_info`: the display-info round trip after the host changes the display: from the
+//!   device's configuration interrupt (`virtio_config_changed`, the same function under either
+//!   driver) until the driver has the answer to its `GET_DISPLAY_INFO` (sent with the EDID
+//!   requests). That end is the entry of C's response callback, which runs in its dequeue work
+//!   item after the interrupt, and the return of the Rust driver's `Displays::read`, whose wait
+//!   the interrupt handler ends (so Rust's span also holds the decoding of the answer). Both
+//!   are kprobe events timed by the trace's monotonic clock ([`virtgpu_guest::kprobe`]); the
+//!   display is resized as `display-change` does it, [`RESIZES`] times, cycling through three
+//!   sizes that end at the one a bench boot starts with. `ns` is the median.
+//!   `display_info_irq` is the part from the virtqueue interrupt that brought the answer
+//!   (`vring_interrupt`) to the same end: where C hops to a work item and Rust wakes the waiter.
 //!
-//! Usage: `drm-bench [card]` (default `/dev/dri/card0`). Exits non-zero if a call fails.
+//! Usage: `drm-bench c|rust [card]` (default `/dev/dri/card0`): the driver names the probe for
+//! `display_info`. Exits non-zero if a call fails.
 
 use std::os::fd::{AsFd, BorrowedFd};
 use std::process::ExitCode;
+use std::thread::sleep;
 use std::time::{Duration, Instant};
 
+use virtgpu_guest::kprobe::{self, At, Hit, Probe, Probes};
 use virtgpu_guest::virtgpu;
+use virtgpu_protocol::DISPLAY_REQUEST;
 
 /// Rounds of each case: enough for a stable mean under TCG, few enough to stay short.
 const CYCLES: u32 = 200;
 const TRANSFERS: u32 = 100;
 
+/// Display changes timed per run, cycling through [`DISPLAY_SIZES`] (a multiple of their number,
+/// so that each run leaves the display as it found it).
+const RESIZES: usize = 9;
+
+/// The sizes asked for, in turn: the last is QEMU's default, the size a bench boot starts with
+/// (the host ignores a request for the size the display has, and then no interrupt comes).
+const DISPLAY_SIZES: [&str; 3] = ["800x600", "1024x768", "1280x800"];
+
+/// How long one display change may take (the host's resize, the interrupt, the driver's work
+/// item and its commands, under TCG).
+const DISPLAY_TIMEOUT: Duration = Duration::from_secs(10);
+
 type Res<T> = Result<T, String>;
+
+/// The driver under test: it decides where the display-info answer is probed.
+#[derive(Clone, Copy)]
+enum Driver {
+    C,
+    Rust,
+}
 
 fn create(fd: BorrowedFd<'_>, w: u32, h: u32) -> Res<virtgpu::ResourceCreate> {
     virtgpu::call(
@@ -116,6 +150,97 @@ fn transfers(fd: BorrowedFd<'_>) -> Res<std::time::Duration> {
     Ok(took)
 }
 
+/// The probe that fires when `driver` has the display-info answer in hand.
+fn answer_probe(driver: Driver) -> Res<Probe> {
+    let (at, symbol) = match driver {
+        Driver::C => (At::Entry, "virtio_gpu_cmd_get_display_info_cb".to_string()),
+        Driver::Rust => (
+            At::Return,
+            kprobe::module_symbol("virtio_gpu_rs", "8Displays4read")?,
+        ),
+    };
+    Ok(Probe {
+        event: "answer".into(),
+        at,
+        symbol,
+    })
+}
+
+/// The spans of one display change in the hits of its probes: from the first configuration
+/// interrupt to the first answer after it, and from the last virtqueue interrupt before that
+/// answer to the answer (the interrupt that brought it: the driver's path from its interrupt
+/// to the code that takes the answer). None until both ends are there.
+fn spans(hits: &[Hit]) -> Option<(u64, u64)> {
+    let config = hits.iter().position(|h| h.event == "config")?;
+    let answer = config + hits[config..].iter().position(|h| h.event == "answer")?;
+    let irq = hits[config..answer]
+        .iter()
+        .rev()
+        .find(|h| h.event == "irq")?;
+    let ns = hits[answer].ns;
+    Some((ns.checked_sub(hits[config].ns)?, ns.checked_sub(irq.ns)?))
+}
+
+/// Asks the host for `size`, then waits for the configuration interrupt and the answer after
+/// it; returns the [`spans`].
+fn display_change(probes: &Probes, size: &str) -> Res<(u64, u64)> {
+    probes.clear()?;
+    println!("{DISPLAY_REQUEST}{size}");
+    let start = Instant::now();
+    while start.elapsed() < DISPLAY_TIMEOUT {
+        sleep(Duration::from_millis(10));
+        if let Some(spans) = spans(&probes.hits()?) {
+            return Ok(spans);
+        }
+    }
+    Err(format!(
+        "asked for {size}: no configuration interrupt, virtqueue interrupt and display-info \
+         answer within {}s (a bench boot's display must start at {})",
+        DISPLAY_TIMEOUT.as_secs(),
+        DISPLAY_SIZES[DISPLAY_SIZES.len() - 1]
+    ))
+}
+
+/// The median of `xs` (the upper middle one for an even count); 0 if empty.
+fn median(mut xs: Vec<u64>) -> u64 {
+    xs.sort_unstable();
+    xs.get(xs.len() / 2).copied().unwrap_or(0)
+}
+
+/// [`RESIZES`] display changes; prints the median of each span.
+fn display_info(driver: Driver) -> Res<()> {
+    let entry = |event: &str, symbol: &str| Probe {
+        event: event.into(),
+        at: At::Entry,
+        symbol: symbol.into(),
+    };
+    let probes = Probes::set(
+        "drm_bench",
+        &[
+            entry("config", "virtio_config_changed"),
+            entry("irq", "vring_interrupt"),
+            answer_probe(driver)?,
+        ],
+    )?;
+    let (mut whole, mut from_irq) = (Vec::new(), Vec::new());
+    for size in DISPLAY_SIZES.iter().cycle().take(RESIZES) {
+        let (w, i) = display_change(&probes, size)?;
+        whole.push(w);
+        from_irq.push(i);
+        // Let the driver finish with the change (its log, C's hotplug probe) before the next.
+        sleep(Duration::from_millis(100));
+    }
+    println!(
+        "drm_bench: display_info ns={} resizes={RESIZES}",
+        median(whole)
+    );
+    println!(
+        "drm_bench: display_info_irq ns={} resizes={RESIZES}",
+        median(from_irq)
+    );
+    Ok(())
+}
+
 /// Runs `op` `n` times; prints and returns ns per run.
 fn timed(case: &str, n: u32, mut op: impl FnMut() -> Res<()>) -> Res<f64> {
     op()?; // warm-up, not timed
@@ -128,7 +253,7 @@ fn timed(case: &str, n: u32, mut op: impl FnMut() -> Res<()>) -> Res<f64> {
     Ok(ns)
 }
 
-fn run(fd: BorrowedFd<'_>) -> Res<()> {
+fn run(fd: BorrowedFd<'_>, driver: Driver) -> Res<()> {
     dumb_cycles(fd)?;
     timed("create_wait", CYCLES, || create_wait(fd))?;
     transfers(fd)?; // warm-up
@@ -136,19 +261,26 @@ fn run(fd: BorrowedFd<'_>) -> Res<()> {
     let ns = took.as_nanos() as f64 / f64::from(TRANSFERS);
     let mb_per_s = 4.0 * f64::from(TRANSFERS) / took.as_secs_f64();
     println!("drm_bench: transfer_4mib ns={ns:.0} mb_per_s={mb_per_s:.1}");
-    Ok(())
+    display_info(driver)
 }
 
 fn main() -> ExitCode {
-    let card = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "/dev/dri/card0".into());
+    let mut args = std::env::args().skip(1);
+    let driver = match args.next().as_deref() {
+        Some("c") => Driver::C,
+        Some("rust") => Driver::Rust,
+        _ => {
+            eprintln!("usage: drm-bench c|rust [card]");
+            return ExitCode::FAILURE;
+        }
+    };
+    let card = args.next().unwrap_or_else(|| "/dev/dri/card0".into());
     let r = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open(&card)
         .map_err(|e| format!("opening {card}: {e}"))
-        .and_then(|f| run(f.as_fd()));
+        .and_then(|f| run(f.as_fd(), driver));
     match r {
         Ok(()) => {
             println!("drm_bench: done");
@@ -158,5 +290,38 @@ fn main() -> ExitCode {
             eprintln!("drm-bench: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hits(xs: &[(&str, u64)]) -> Vec<Hit> {
+        xs.iter()
+            .map(|(e, ns)| Hit {
+                event: e.to_string(),
+                ns: *ns,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn spans_run_from_the_config_and_the_last_irq_to_the_answer() {
+        let h = hits(&[
+            ("irq", 5),
+            ("answer", 6),
+            ("config", 10),
+            ("irq", 40),
+            ("irq", 70),
+            ("answer", 100),
+            ("irq", 120),
+            ("answer", 130),
+        ]);
+        assert_eq!(spans(&h), Some((90, 30)));
+        // Not yet complete: no answer, or no interrupt before it.
+        assert_eq!(spans(&h[..5]), None);
+        assert_eq!(spans(&hits(&[("config", 1), ("answer", 2)])), None);
+        assert_eq!(median(vec![3, 1, 2, 9]), 3);
     }
 }

@@ -44,14 +44,18 @@ fn write(file: &str, text: &str) -> Result<(), String> {
 }
 
 /// Adds one line to `kprobe_events` (opened for appending: opening it truncated would remove
-/// every probe there is).
+/// every probe there is). An error carries the kernel's reason, from tracefs' `error_log`.
 fn define(line: &str) -> Result<(), String> {
     let file = path("kprobe_events");
     OpenOptions::new()
         .append(true)
         .open(&file)
         .and_then(|mut f| f.write_all(line.as_bytes()))
-        .map_err(|e| format!("cannot add {line:?} to {file}: {e}"))
+        .map_err(|e| {
+            let why = fs::read_to_string(path("error_log")).unwrap_or_default();
+            let why = why.lines().rev().take(3).collect::<Vec<_>>();
+            format!("cannot add {line:?} to {file}: {e} ({})", why.join(" / "))
+        })
 }
 
 /// A group of kprobe events, set and enabled; disabled and removed when dropped.
@@ -83,6 +87,12 @@ impl Probes {
     /// events) is an error, and what was set before it is removed again.
     pub fn set(group: &str, probes: &[Probe]) -> Result<Probes, String> {
         write("trace_clock", "mono")?;
+        // What an earlier run left behind (killed before its drop) would take these probes'
+        // hits too: tracefs adds a probe to an event of the same name.
+        let _ = write(&format!("events/{group}/enable"), "0");
+        for p in probes {
+            let _ = define(&format!("-:{group}/{}\n", p.event));
+        }
         let mut this = Probes {
             group: group.to_string(),
             events: Vec::new(),
@@ -117,8 +127,7 @@ impl Probes {
 
 impl Drop for Probes {
     fn drop(&mut self) {
-        // Best effort: a probe left behind only costs its hits, and the next `set` of the same
-        // name fails with a clear error.
+        // Best effort: a probe left behind only costs its hits, and the next `set` removes it.
         let _ = write(&format!("events/{}/enable", self.group), "0");
         for e in &self.events {
             let _ = define(&format!("-:{}/{e}\n", self.group));

@@ -175,10 +175,10 @@ pub fn drm_raw_ioctl(fd: std::os::fd::BorrowedFd<'_>, nr: u8) -> std::io::Result
     }
 }
 
-/// The virtgpu ioctls past `GETPARAM`, with their argument structs as
-/// `include/uapi/drm/virtgpu_drm.h` (7.3) lays them out.
 pub mod kprobe;
 
+/// The virtgpu ioctls past `GETPARAM`, with their argument structs as
+/// `include/uapi/drm/virtgpu_drm.h` (7.3) lays them out.
 pub mod virtgpu {
     use std::os::fd::{AsRawFd, BorrowedFd};
 

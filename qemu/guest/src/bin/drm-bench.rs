@@ -17,12 +17,14 @@
 //!   driver) until the driver has the answer to its `GET_DISPLAY_INFO` (sent with the EDID
 //!   requests). That end is the entry of C's response callback, which runs in its dequeue work
 //!   item after the interrupt, and the return of the Rust driver's `Displays::read`, whose wait
-//!   the interrupt handler ends (so Rust's span also holds the decoding of the answer). Both
+//!   the interrupt handler ends (so Rust's span also holds the decoding of the answer, and its
+//!   acknowledgement of the event, which C writes after the answer). Both
 //!   are kprobe events timed by the trace's monotonic clock ([`virtgpu_guest::kprobe`]); the
 //!   display is resized as `display-change` does it, [`RESIZES`] times, cycling through three
 //!   sizes that end at the one a bench boot starts with. `ns` is the median.
-//!   `display_info_irq` is the part from the virtqueue interrupt that brought the answer
-//!   (`vring_interrupt`) to the same end: where C hops to a work item and Rust wakes the waiter.
+//!   `display_info_irq` is the part from the first virtqueue interrupt of the change
+//!   (`vring_interrupt`; the configuration must have an MSI-X vector of its own) to the same end:
+//!   where C hops to its dequeue work item, and Rust's handler wakes the waiter.
 //!
 //! Usage: `drm-bench c|rust [card]` (default `/dev/dri/card0`): the driver names the probe for
 //! `display_info`. Exits non-zero if a call fails.
@@ -51,6 +53,9 @@ const DISPLAY_SIZES: [&str; 3] = ["800x600", "1024x768", "1280x800"];
 /// How long one display change may take (the host's resize, the interrupt, the driver's work
 /// item and its commands, under TCG).
 const DISPLAY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long no probe may fire before the next display change.
+const QUIET: Duration = Duration::from_millis(150);
 
 type Res<T> = Result<T, String>;
 
@@ -167,16 +172,16 @@ fn answer_probe(driver: Driver) -> Res<Probe> {
 }
 
 /// The spans of one display change in the hits of its probes: from the first configuration
-/// interrupt to the first answer after it, and from the last virtqueue interrupt before that
-/// answer to the answer (the interrupt that brought it: the driver's path from its interrupt
-/// to the code that takes the answer). None until both ends are there.
+/// interrupt to the first answer after it, and from the first virtqueue interrupt between the
+/// two to the answer: the driver's path from the interrupt that brings the first of its answers
+/// (an EDID's) to the code that takes the display info. (Not the last interrupt: C's handler
+/// leaves the used ring to its work item, so the display-info answer often raises none of its
+/// own, where Rust's handler has taken the EDID answer and the next one interrupts again.)
+/// None until both ends are there.
 fn spans(hits: &[Hit]) -> Option<(u64, u64)> {
     let config = hits.iter().position(|h| h.event == "config")?;
     let answer = config + hits[config..].iter().position(|h| h.event == "answer")?;
-    let irq = hits[config..answer]
-        .iter()
-        .rev()
-        .find(|h| h.event == "irq")?;
+    let irq = hits[config..answer].iter().find(|h| h.event == "irq")?;
     let ns = hits[answer].ns;
     Some((ns.checked_sub(hits[config].ns)?, ns.checked_sub(irq.ns)?))
 }
@@ -201,14 +206,49 @@ fn display_change(probes: &Probes, size: &str) -> Res<(u64, u64)> {
     ))
 }
 
+/// Waits until the driver is done with a change (its log, C's hotplug probe, a second
+/// configuration interrupt the host may raise): until no probe fires for [`QUIET`], so that no
+/// hit of this change is taken for one of the next.
+fn settle(probes: &Probes) -> Res<()> {
+    let start = Instant::now();
+    let mut seen = probes.hits()?.len();
+    while start.elapsed() < DISPLAY_TIMEOUT {
+        sleep(QUIET);
+        let now = probes.hits()?.len();
+        if now == seen {
+            return Ok(());
+        }
+        seen = now;
+    }
+    Err(format!(
+        "the probes kept firing for {}s after a display change",
+        DISPLAY_TIMEOUT.as_secs()
+    ))
+}
+
 /// The median of `xs` (the upper middle one for an even count); 0 if empty.
 fn median(mut xs: Vec<u64>) -> u64 {
     xs.sort_unstable();
     xs.get(xs.len() / 2).copied().unwrap_or(0)
 }
 
+/// Whether the virtio device's configuration changes come on an MSI-X vector of their own (a
+/// `virtioN-config` line in `/proc/interrupts`). On a shared line, every configuration interrupt
+/// also runs `vring_interrupt` for each queue, and [`spans`] would take that for an answer's.
+fn own_config_vector() -> Res<bool> {
+    let text = std::fs::read_to_string("/proc/interrupts")
+        .map_err(|e| format!("cannot read /proc/interrupts: {e}"))?;
+    Ok(text
+        .lines()
+        .filter_map(|l| l.split_whitespace().last())
+        .any(|name| name.starts_with("virtio") && name.ends_with("-config")))
+}
+
 /// [`RESIZES`] display changes; prints the median of each span.
 fn display_info(driver: Driver) -> Res<()> {
+    if !own_config_vector()? {
+        return Err("display_info: the virtio interrupts share a line (no MSI-X)".into());
+    }
     let entry = |event: &str, symbol: &str| Probe {
         event: event.into(),
         at: At::Entry,
@@ -227,8 +267,7 @@ fn display_info(driver: Driver) -> Res<()> {
         let (w, i) = display_change(&probes, size)?;
         whole.push(w);
         from_irq.push(i);
-        // Let the driver finish with the change (its log, C's hotplug probe) before the next.
-        sleep(Duration::from_millis(100));
+        settle(&probes)?;
     }
     println!(
         "drm_bench: display_info ns={} resizes={RESIZES}",
@@ -307,7 +346,7 @@ mod tests {
     }
 
     #[test]
-    fn spans_run_from_the_config_and_the_last_irq_to_the_answer() {
+    fn spans_run_from_the_config_and_the_first_irq_to_the_answer() {
         let h = hits(&[
             ("irq", 5),
             ("answer", 6),
@@ -318,7 +357,7 @@ mod tests {
             ("irq", 120),
             ("answer", 130),
         ]);
-        assert_eq!(spans(&h), Some((90, 30)));
+        assert_eq!(spans(&h), Some((90, 60)));
         // Not yet complete: no answer, or no interrupt before it.
         assert_eq!(spans(&h[..5]), None);
         assert_eq!(spans(&hits(&[("config", 1), ("answer", 2)])), None);

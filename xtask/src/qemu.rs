@@ -71,6 +71,13 @@ impl std::fmt::Display for EarlyStall {
 
 impl std::error::Error for EarlyStall {}
 
+/// Whether `/init` has reported its start in the serial log `text`: from then on, a silent
+/// guest is running our code (a benchmark loop, a long test), not stuck in early boot.
+fn init_started(text: &str) -> bool {
+    // The event's text carries the protocol prefix already.
+    text.contains(&virtgpu_protocol::Event::InitStart.to_string())
+}
+
 impl Guest {
     /// Starts QEMU.
     pub fn start(tc: &Toolchain, spec: &BootSpec<'_>) -> Result<Guest> {
@@ -141,12 +148,7 @@ impl Guest {
             self.grown = (text.len(), Instant::now());
             return Ok(());
         }
-        let init_started = text.contains(&format!(
-            "{}{}",
-            virtgpu_protocol::PREFIX,
-            virtgpu_protocol::Event::InitStart
-        ));
-        if init_started || self.grown.1.elapsed() < EARLY_STALL {
+        if init_started(text) || self.grown.1.elapsed() < EARLY_STALL {
             return Ok(());
         }
         let _ = self.child.kill();
@@ -344,4 +346,20 @@ pub fn indent(s: &str) -> String {
         .map(|l| format!("    {l}"))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn init_start_is_seen_in_a_serial_log() {
+        let log = "[    0.000000] Linux version 7.3.4\r\n\
+                   [    8.097770] virtgpu-rs: init start\r\n\
+                   [  344.429682] rust_dma_fence_bench: fence_bench: fence_signal rust_ns=1 c_ns=1\r\n";
+        assert!(init_started(log));
+        assert!(!init_started("[    0.000000] Linux version 7.3.4\r\n"));
+        // Not a program's line that merely mentions it.
+        assert!(!init_started("drm-bench| init start\n"));
+    }
 }

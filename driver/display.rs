@@ -74,10 +74,6 @@ impl Displays {
     /// then awaited, as C does (`count` is at most [`MAX_SCANOUTS`](protocol::MAX_SCANOUTS),
     /// 16). A scanout without an EDID is logged on `dev` and left without one; the whole fails
     /// if the display info does, or if there is no memory for the lists.
-    ///
-    /// Never inlined: `cargo xtask bench` times the display-info round trip up to its return
-    /// with a kprobe on its symbol (`drm-bench`, case `display_info`).
-    #[inline(never)]
     pub(crate) fn read(
         dev: &virtio::Device<Bound>,
         queue: &CommandQueue<'_>,
@@ -129,6 +125,12 @@ impl Displays {
 
     /// Logs on `dev` each scanout that `before` did not have as it is now, while `limit` (if
     /// any) allows. Without `before` (at probe), every scanout and the size of each EDID.
+    ///
+    /// Never inlined: it is the first thing done with the displays just read, and `cargo xtask
+    /// bench` ends the display-info round trip at its entry with a kprobe on its symbol
+    /// (`drm-bench`, case `display_info`; an entry probe, as on C's response callback, so that
+    /// neither driver pays for a probe before its commands are sent).
+    #[inline(never)]
     pub(crate) fn log(
         &self,
         dev: &virtio::Device<Bound>,
@@ -231,8 +233,10 @@ impl ConfigWork {
     /// Queues the work item, from `config_changed` (atomic context; queueing does not sleep).
     pub(crate) fn queue(self: &Arc<Self>) {
         // Queued already: it has not read `events_read` yet and will see this change. The
-        // clone then comes back and is dropped; `self` keeps the work item alive.
-        let _ = workqueue::system_dfl().enqueue(self.clone());
+        // clone then comes back and is dropped; `self` keeps the work item alive. On the
+        // per-CPU queue, as C's `schedule_work`: the worker of the CPU that took the interrupt
+        // runs it, with no wake-up of another CPU's worker in between.
+        let _ = workqueue::system_percpu().enqueue(self.clone());
     }
 
     /// Waits until the work item is idle. At unbind, once `config_changed` is no longer called,

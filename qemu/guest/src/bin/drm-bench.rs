@@ -16,10 +16,12 @@
 //!   device's configuration interrupt (`virtio_config_changed`, the same function under either
 //!   driver) until the driver has the answer to its `GET_DISPLAY_INFO` (sent with the EDID
 //!   requests). That end is the entry of C's response callback, which runs in its dequeue work
-//!   item after the interrupt, and the return of the Rust driver's `Displays::read`, whose wait
-//!   the interrupt handler ends (so Rust's span also holds the decoding of the answer, and its
-//!   acknowledgement of the event, which C writes after the answer). Both
-//!   are kprobe events timed by the trace's monotonic clock ([`virtgpu_guest::kprobe`]); the
+//!   item after the interrupt, and the entry of the Rust driver's `Displays::log`, the first
+//!   thing its work item does with the displays read once the interrupt handler woke it (so
+//!   Rust's span also holds the decoding of the answer, and its acknowledgement of the event,
+//!   which C writes after the answer). All probes are entry probes, so that neither driver pays
+//!   for one on its way to the device (a return probe would fire at the function's entry too).
+//!   They are kprobe events timed by the trace's monotonic clock ([`virtgpu_guest::kprobe`]); the
 //!   display is resized as `display-change` does it, [`RESIZES`] times, cycling through three
 //!   sizes that end at the one a bench boot starts with. `ns` is the median.
 //!   `display_info_irq` is the part from the first virtqueue interrupt of the change
@@ -160,8 +162,8 @@ fn answer_probe(driver: Driver) -> Res<Probe> {
     let (at, symbol) = match driver {
         Driver::C => (At::Entry, "virtio_gpu_cmd_get_display_info_cb".to_string()),
         Driver::Rust => (
-            At::Return,
-            kprobe::module_symbol("virtio_gpu_rs", "8Displays4read")?,
+            At::Entry,
+            kprobe::module_symbol("virtio_gpu_rs", "8Displays3log")?,
         ),
     };
     Ok(Probe {

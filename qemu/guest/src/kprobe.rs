@@ -9,21 +9,23 @@ use std::io::Write;
 /// Where tracefs is mounted.
 const TRACING: &str = "/sys/kernel/tracing";
 
-/// Where a probe fires.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum At {
-    /// When the function is entered (`p:`).
-    Entry,
-    /// When the function returns (`r:`, a kretprobe).
-    Return,
-}
-
-/// One probe: the event's name in its group, where it fires, and the function.
+/// One probe on a function's entry (`p:`): the event's name in its group, and the function.
+/// (No return probes: a kretprobe fires at the function's entry too, to set its trampoline, so
+/// it would cost a probe hit on the path being timed.)
 #[derive(Clone, Debug)]
 pub struct Probe {
     pub event: String,
-    pub at: At,
     pub symbol: String,
+}
+
+impl Probe {
+    /// A probe named `event` on the entry of `symbol`.
+    pub fn entry(event: &str, symbol: &str) -> Probe {
+        Probe {
+            event: event.into(),
+            symbol: symbol.into(),
+        }
+    }
 }
 
 /// One hit of a probe.
@@ -63,12 +65,8 @@ fn define(line: &str) -> Result<(), String> {
 /// # Examples
 ///
 /// ```no_run
-/// use virtgpu_guest::kprobe::{At, Probe, Probes};
-/// let probes = Probes::set("example", &[Probe {
-///     event: "config".into(),
-///     at: At::Entry,
-///     symbol: "virtio_config_changed".into(),
-/// }])?;
+/// use virtgpu_guest::kprobe::{Probe, Probes};
+/// let probes = Probes::set("example", &[Probe::entry("config", "virtio_config_changed")])?;
 /// // ... make the kernel run the function ...
 /// for hit in probes.hits()? {
 ///     println!("{} at {} ns", hit.event, hit.ns);
@@ -98,11 +96,7 @@ impl Probes {
             events: Vec::new(),
         };
         for p in probes {
-            let kind = match p.at {
-                At::Entry => 'p',
-                At::Return => 'r',
-            };
-            define(&format!("{kind}:{group}/{} {}\n", p.event, p.symbol))?;
+            define(&format!("p:{group}/{} {}\n", p.event, p.symbol))?;
             this.events.push(p.event.clone());
         }
         write(&format!("events/{group}/enable"), "1")?;

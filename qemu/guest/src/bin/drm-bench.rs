@@ -36,7 +36,7 @@ use std::process::ExitCode;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use virtgpu_guest::kprobe::{self, At, Hit, Probe, Probes};
+use virtgpu_guest::kprobe::{self, Hit, Probe, Probes};
 use virtgpu_guest::virtgpu;
 use virtgpu_protocol::DISPLAY_REQUEST;
 
@@ -157,20 +157,12 @@ fn transfers(fd: BorrowedFd<'_>) -> Res<std::time::Duration> {
     Ok(took)
 }
 
-/// The probe that fires when `driver` has the display-info answer in hand.
-fn answer_probe(driver: Driver) -> Res<Probe> {
-    let (at, symbol) = match driver {
-        Driver::C => (At::Entry, "virtio_gpu_cmd_get_display_info_cb".to_string()),
-        Driver::Rust => (
-            At::Entry,
-            kprobe::module_symbol("virtio_gpu_rs", "8Displays3log")?,
-        ),
-    };
-    Ok(Probe {
-        event: "answer".into(),
-        at,
-        symbol,
-    })
+/// The function whose entry shows that `driver` has the display-info answer in hand.
+fn answer_symbol(driver: Driver) -> Res<String> {
+    match driver {
+        Driver::C => Ok("virtio_gpu_cmd_get_display_info_cb".into()),
+        Driver::Rust => kprobe::module_symbol("virtio_gpu_rs", "8Displays3log"),
+    }
 }
 
 /// The spans of one display change in the hits of its probes: from the first configuration
@@ -251,17 +243,12 @@ fn display_info(driver: Driver) -> Res<()> {
     if !own_config_vector()? {
         return Err("display_info: the virtio interrupts share a line (no MSI-X)".into());
     }
-    let entry = |event: &str, symbol: &str| Probe {
-        event: event.into(),
-        at: At::Entry,
-        symbol: symbol.into(),
-    };
     let probes = Probes::set(
         "drm_bench",
         &[
-            entry("config", "virtio_config_changed"),
-            entry("irq", "vring_interrupt"),
-            answer_probe(driver)?,
+            Probe::entry("config", "virtio_config_changed"),
+            Probe::entry("irq", "vring_interrupt"),
+            Probe::entry("answer", &answer_symbol(driver)?),
         ],
     )?;
     let (mut whole, mut from_irq) = (Vec::new(), Vec::new());

@@ -358,14 +358,28 @@ impl Device<device::Bound> {
     }
 
     /// Reads the little-endian 32-bit field at `offset` of the configuration space (a `__le32`
-    /// of a virtio 1.0 device), as C's `virtio_cread_le()` does. Sleeps.
+    /// of a virtio 1.0 device), as C's `virtio_cread_le()` does: in one 32-bit access, which the
+    /// transports perform as one, so it needs no generation check (unlike
+    /// [`Device::config_bytes`], which reads byte by byte). Each access traps to the device, so
+    /// this costs one exit where `config_bytes::<4>` costs six. Sleeps.
     ///
     /// # Safety
     ///
-    /// As for [`Device::config_bytes`] with `N = 4`.
+    /// As for [`Device::config_bytes`] with `N = 4`, and `offset` must be 4-byte aligned (the
+    /// field is a `__le32` of the specification's layout).
     pub unsafe fn config_le32(&self, offset: u32) -> u32 {
-        // SAFETY: Function safety requirement.
-        u32::from_le_bytes(unsafe { self.config_bytes::<4>(offset) })
+        crate::task::might_sleep();
+        let mut buf = [0u8; 4];
+        // SAFETY: By the type invariant `self.as_raw()` is valid and `config` points to the
+        // transport's operations. Every transport has `get` (C calls it unchecked); were one
+        // without, the field would read as 0.
+        if let Some(get) = unsafe { (*(*self.as_raw()).config).get } {
+            // SAFETY: By the type invariant `self.as_raw()` is valid and bound, so the
+            // configuration space is mapped; the aligned 4-byte range is within it (function
+            // safety requirement); `buf` is valid for 4 bytes of writes.
+            unsafe { get(self.as_raw(), offset, buf.as_mut_ptr().cast(), 4) };
+        }
+        u32::from_le_bytes(buf)
     }
 
     /// Writes the 32-bit field at `offset` of the configuration space, converted to the device's

@@ -16,15 +16,50 @@ const TRACING: &str = "/sys/kernel/tracing";
 pub struct Probe {
     pub event: String,
     pub symbol: String,
+    /// Whether the event is on every built-in function named `symbol`: static functions of
+    /// different files may share a name (`vp_get` of both virtio-pci transports), which
+    /// tracefs refuses as "not unique". Each is then probed by its address, as an event of its
+    /// own (`event`, `event_1`, ...; tracefs compares probes set by address as if they were one,
+    /// so a second address cannot join the first's event), and all hits are reported under
+    /// `event`.
+    pub every: bool,
 }
 
 impl Probe {
-    /// A probe named `event` on the entry of `symbol`.
+    /// A probe named `event` on the entry of `symbol`, which must name one function.
     pub fn entry(event: &str, symbol: &str) -> Probe {
         Probe {
             event: event.into(),
             symbol: symbol.into(),
+            every: false,
         }
+    }
+
+    /// An event named `event` on the entry of every built-in function named `symbol`.
+    pub fn entry_of_each(event: &str, symbol: &str) -> Probe {
+        Probe {
+            every: true,
+            ..Probe::entry(event, symbol)
+        }
+    }
+
+    /// Where tracefs is to set the probes: the symbol, or the address of each function of
+    /// that name.
+    fn places(&self) -> Result<Vec<String>, String> {
+        if !self.every {
+            return Ok(vec![self.symbol.clone()]);
+        }
+        let text = fs::read_to_string("/proc/kallsyms")
+            .map_err(|e| format!("cannot read /proc/kallsyms: {e}"))?;
+        let found = find_builtin_addresses(&text, &self.symbol);
+        if found.is_empty() {
+            return Err(format!(
+                "no built-in function {} with an address in /proc/kallsyms (not built in, \
+                 or addresses hidden: kptr_restrict)",
+                self.symbol
+            ));
+        }
+        Ok(found.iter().map(|a| format!("0x{a}")).collect())
     }
 }
 
@@ -75,7 +110,16 @@ fn define(line: &str) -> Result<(), String> {
 /// ```
 pub struct Probes {
     group: String,
-    events: Vec<String>,
+    events: Vec<Event>,
+}
+
+/// One event defined in tracefs.
+#[derive(Clone, Debug)]
+struct Event {
+    /// Its name there.
+    name: String,
+    /// The name its hits are reported under: its [`Probe::event`].
+    reports: String,
 }
 
 impl Probes {
@@ -84,20 +128,31 @@ impl Probes {
     /// clears the trace. A probe that cannot be set (no such symbol, a kernel without kprobe
     /// events) is an error, and what was set before it is removed again.
     pub fn set(group: &str, probes: &[Probe]) -> Result<Probes, String> {
+        let mut planned = Vec::new();
+        for p in probes {
+            for (i, place) in p.places()?.into_iter().enumerate() {
+                let name = match i {
+                    0 => p.event.clone(),
+                    _ => format!("{}_{i}", p.event),
+                };
+                let reports = p.event.clone();
+                planned.push((Event { name, reports }, place));
+            }
+        }
         write("trace_clock", "mono")?;
         // What an earlier run left behind (killed before its drop) would take these probes'
         // hits too: tracefs adds a probe to an event of the same name.
         let _ = write(&format!("events/{group}/enable"), "0");
-        for p in probes {
-            let _ = define(&format!("-:{group}/{}\n", p.event));
+        for (e, _) in &planned {
+            let _ = define(&format!("-:{group}/{}\n", e.name));
         }
         let mut this = Probes {
             group: group.to_string(),
             events: Vec::new(),
         };
-        for p in probes {
-            define(&format!("p:{group}/{} {}\n", p.event, p.symbol))?;
-            this.events.push(p.event.clone());
+        for (e, place) in planned {
+            define(&format!("p:{group}/{} {place}\n", e.name))?;
+            this.events.push(e);
         }
         write(&format!("events/{group}/enable"), "1")?;
         write("tracing_on", "1")?;
@@ -124,7 +179,7 @@ impl Drop for Probes {
         // Best effort: a probe left behind only costs its hits, and the next `set` removes it.
         let _ = write(&format!("events/{}/enable", self.group), "0");
         for e in &self.events {
-            let _ = define(&format!("-:{}/{e}\n", self.group));
+            let _ = define(&format!("-:{}/{}\n", self.group, e.name));
         }
     }
 }
@@ -162,17 +217,36 @@ fn find_module_symbol<'a>(kallsyms: &'a str, module: &str, suffix: &str) -> Vec<
         .collect()
 }
 
+/// The addresses (hex, as listed) of the built-in text symbols named `name` in a
+/// `/proc/kallsyms` text, each once (an alias may list one function twice); none that reads
+/// as zero (hidden from an unprivileged reader).
+fn find_builtin_addresses<'a>(kallsyms: &'a str, name: &str) -> Vec<&'a str> {
+    let mut found: Vec<&str> = kallsyms
+        .lines()
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            let (addr, kind, sym) = (words.next()?, words.next()?, words.next()?);
+            let builtin = words.next().is_none();
+            let shown = addr.bytes().any(|b| b != b'0');
+            (builtin && shown && kind.eq_ignore_ascii_case("t") && sym == name).then_some(addr)
+        })
+        .collect();
+    found.sort_unstable();
+    found.dedup();
+    found
+}
+
 /// The hits of `events` in the text of a trace: lines such as
 /// `kworker/0:1-12 [000] d.h1.  44.612345: config: (virtio_config_changed+0x0/0x60)`.
-pub fn parse_hits(text: &str, events: &[String]) -> Vec<Hit> {
+fn parse_hits(text: &str, events: &[Event]) -> Vec<Hit> {
     text.lines()
         .filter(|l| !l.starts_with('#'))
         .filter_map(|l| {
             events.iter().find_map(|e| {
-                let at = l.find(&format!(": {e}: ("))?;
+                let at = l.find(&format!(": {}: (", e.name))?;
                 let stamp = l[..at].split_whitespace().last()?;
                 Some(Hit {
-                    event: e.clone(),
+                    event: e.reports.clone(),
                     ns: stamp_ns(stamp)?,
                 })
             })
@@ -202,8 +276,17 @@ mod tests {
           <idle>-0       [001] d.h2.    44.612345: config: (virtio_config_changed+0x0/0x60)\n\
    kworker/u8:1-34      [000] .....    44.613001: answer: (changed+0x3c/0x90 <- _RNvMNtCs_13virtio_gpu_rs7displayNtB2_8Displays4read)\n\
    kworker/u8:1-34      [000] .....    44.613002: other: (x+0x0/0x1)\n\
+   kworker/u8:1-34      [000] .....    44.613003: read_1: (0xffffffff81a80e90)\n\
    kworker/u8:1-34      [000] .....    bad: answer: (x+0x0/0x1)\n";
-        let events = ["config".to_string(), "answer".to_string()];
+        let event = |name: &str, reports: &str| Event {
+            name: name.into(),
+            reports: reports.into(),
+        };
+        let events = [
+            event("config", "config"),
+            event("answer", "answer"),
+            event("read_1", "read"),
+        ];
         assert_eq!(
             parse_hits(trace, &events),
             vec![
@@ -214,6 +297,10 @@ mod tests {
                 Hit {
                     event: "answer".into(),
                     ns: 44_613_001_000
+                },
+                Hit {
+                    event: "read".into(),
+                    ns: 44_613_003_000
                 },
             ]
         );
@@ -231,6 +318,22 @@ ffffffff81000000 T virtio_config_changed\n";
             ["_RNvMNtCsX_13virtio_gpu_rs7displayNtB2_8Displays4read"]
         );
         assert!(find_module_symbol(kallsyms, "virtio_gpu_rs", "5write").is_empty());
+    }
+
+    #[test]
+    fn builtin_functions_of_one_name_are_all_found() {
+        let kallsyms = "ffffffff81d2da10 t vp_get\n\
+ffffffff81d2a000 t vp_get\n\
+ffffffff81d2da10 t vp_get\n\
+ffffffff81d2db00 t vp_get_status\n\
+ffffffff81e00000 d vp_get\n\
+ffffffffc0001000 t vp_get\t[other]\n\
+0000000000000000 t vp_set\n";
+        assert_eq!(
+            find_builtin_addresses(kallsyms, "vp_get"),
+            ["ffffffff81d2a000", "ffffffff81d2da10"]
+        );
+        assert!(find_builtin_addresses(kallsyms, "vp_set").is_empty());
     }
 
     #[test]

@@ -27,6 +27,10 @@
 //!   `display_info_irq` is the part from the first virtqueue interrupt of the change
 //!   (`vring_interrupt`; the configuration must have an MSI-X vector of its own) to the same end:
 //!   where C hops to its dequeue work item, and Rust's handler wakes the waiter.
+//!   `display_info_work`, `_send` and `_host` split the part before that interrupt at the
+//!   driver's first configuration read (`vp_get`, the `events_read` of its work item) and its
+//!   first queue kick (`virtqueue_notify`): the work item's start, the driver building and
+//!   queueing its commands, the device answering the first.
 //!
 //! Usage: `drm-bench c|rust [card]` (default `/dev/dri/card0`): the driver names the probe for
 //! `display_info`. Exits non-zero if a call fails.
@@ -165,24 +169,67 @@ fn answer_symbol(driver: Driver) -> Res<String> {
     }
 }
 
-/// The spans of one display change in the hits of its probes: from the first configuration
-/// interrupt to the first answer after it, and from the first virtqueue interrupt between the
-/// two to the answer: the driver's path from the interrupt that brings the first of its answers
-/// (an EDID's) to the code that takes the display info. (Not the last interrupt: C's handler
-/// leaves the used ring to its work item, so the display-info answer often raises none of its
-/// own, where Rust's handler has taken the EDID answer and the next one interrupts again.)
-/// None until both ends are there.
-fn spans(hits: &[Hit]) -> Option<(u64, u64)> {
-    let config = hits.iter().position(|h| h.event == "config")?;
-    let answer = config + hits[config..].iter().position(|h| h.event == "answer")?;
-    let irq = hits[config..answer].iter().find(|h| h.event == "irq")?;
-    let ns = hits[answer].ns;
-    Some((ns.checked_sub(hits[config].ns)?, ns.checked_sub(irq.ns)?))
+/// The spans of one display change, in ns, from the hits of its probes.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Spans {
+    /// From the first configuration interrupt to the first answer after it.
+    whole: u64,
+    /// From the first virtqueue interrupt between the two to the answer: the driver's path from
+    /// the interrupt that brings the first of its answers (an EDID's) to the code that takes the
+    /// display info. (Not the last interrupt: C's handler leaves the used ring to its work item,
+    /// so the display-info answer often raises none of its own, where Rust's handler has taken
+    /// the EDID answer and the next one interrupts again.)
+    from_irq: u64,
+    /// The first half, split in three. `work`: from the configuration interrupt to the driver's
+    /// first configuration read (`events_read`, in its work item).
+    work: u64,
+    /// From that read to the first kick of a virtqueue: the event read, acknowledged (Rust) and
+    /// the commands built and queued.
+    send: u64,
+    /// From the kick to the first virtqueue interrupt: the device (QEMU) at work.
+    host: u64,
+}
+
+impl Spans {
+    /// Each span with the case name it is printed under.
+    fn cases(&self) -> [(&'static str, u64); 5] {
+        [
+            ("display_info", self.whole),
+            ("display_info_irq", self.from_irq),
+            ("display_info_work", self.work),
+            ("display_info_send", self.send),
+            ("display_info_host", self.host),
+        ]
+    }
+}
+
+/// The [`Spans`] of the first display change in `hits`; None until every point is there, in
+/// order: `config`, `read`, `kick`, `irq`, `answer`.
+fn spans(hits: &[Hit]) -> Option<Spans> {
+    let after = |from: usize, event: &str| {
+        hits[from..]
+            .iter()
+            .position(|h| h.event == event)
+            .map(|i| from + i)
+    };
+    let config = after(0, "config")?;
+    let read = after(config, "read")?;
+    let kick = after(read, "kick")?;
+    let irq = after(kick, "irq")?;
+    let answer = after(irq, "answer")?;
+    let ns = |i: usize| hits[i].ns;
+    Some(Spans {
+        whole: ns(answer).checked_sub(ns(config))?,
+        from_irq: ns(answer).checked_sub(ns(irq))?,
+        work: ns(read).checked_sub(ns(config))?,
+        send: ns(kick).checked_sub(ns(read))?,
+        host: ns(irq).checked_sub(ns(kick))?,
+    })
 }
 
 /// Asks the host for `size`, then waits for the configuration interrupt and the answer after
-/// it; returns the [`spans`].
-fn display_change(probes: &Probes, size: &str) -> Res<(u64, u64)> {
+/// it; returns its [`Spans`].
+fn display_change(probes: &Probes, size: &str) -> Res<Spans> {
     probes.clear()?;
     println!("{DISPLAY_REQUEST}{size}");
     let start = Instant::now();
@@ -193,8 +240,8 @@ fn display_change(probes: &Probes, size: &str) -> Res<(u64, u64)> {
         }
     }
     Err(format!(
-        "asked for {size}: no configuration interrupt, virtqueue interrupt and display-info \
-         answer within {}s (a bench boot's display must start at {})",
+        "asked for {size}: no configuration interrupt, configuration read, kick, virtqueue \
+         interrupt and display-info answer within {}s (a bench boot's display must start at {})",
         DISPLAY_TIMEOUT.as_secs(),
         DISPLAY_SIZES[DISPLAY_SIZES.len() - 1]
     ))
@@ -247,25 +294,23 @@ fn display_info(driver: Driver) -> Res<()> {
         "drm_bench",
         &[
             Probe::entry("config", "virtio_config_changed"),
+            // The virtio-pci transports' configuration read (legacy and modern both have a
+            // `vp_get`) and the queue kick: shared code.
+            Probe::entry_of_each("read", "vp_get"),
+            Probe::entry("kick", "virtqueue_notify"),
             Probe::entry("irq", "vring_interrupt"),
             Probe::entry("answer", &answer_symbol(driver)?),
         ],
     )?;
-    let (mut whole, mut from_irq) = (Vec::new(), Vec::new());
+    let mut changes = Vec::new();
     for size in DISPLAY_SIZES.iter().cycle().take(RESIZES) {
-        let (w, i) = display_change(&probes, size)?;
-        whole.push(w);
-        from_irq.push(i);
+        changes.push(display_change(&probes, size)?);
         settle(&probes)?;
     }
-    println!(
-        "drm_bench: display_info ns={} resizes={RESIZES}",
-        median(whole)
-    );
-    println!(
-        "drm_bench: display_info_irq ns={} resizes={RESIZES}",
-        median(from_irq)
-    );
+    for (i, (case, _)) in Spans::default().cases().into_iter().enumerate() {
+        let ns = median(changes.iter().map(|s| s.cases()[i].1).collect());
+        println!("drm_bench: {case} ns={ns} resizes={RESIZES}");
+    }
     Ok(())
 }
 
@@ -340,16 +385,37 @@ mod tests {
             ("irq", 5),
             ("answer", 6),
             ("config", 10),
+            ("irq", 12),
+            ("read", 20),
+            ("read", 22),
+            ("irq", 25),
+            ("kick", 30),
             ("irq", 40),
             ("irq", 70),
             ("answer", 100),
             ("irq", 120),
             ("answer", 130),
         ]);
-        assert_eq!(spans(&h), Some((90, 60)));
+        let whole = Spans {
+            whole: 90,
+            from_irq: 60,
+            work: 10,
+            send: 10,
+            host: 10,
+        };
+        assert_eq!(spans(&h), Some(whole));
         // Not yet complete: no answer, or no interrupt before it.
-        assert_eq!(spans(&h[..5]), None);
+        assert_eq!(spans(&h[..10]), None);
         assert_eq!(spans(&hits(&[("config", 1), ("answer", 2)])), None);
+        assert_eq!(
+            spans(&hits(&[
+                ("config", 1),
+                ("read", 2),
+                ("kick", 3),
+                ("answer", 4)
+            ])),
+            None
+        );
         assert_eq!(median(vec![3, 1, 2, 9]), 3);
     }
 }

@@ -80,30 +80,33 @@ impl Displays {
         count: usize,
         edid: bool,
     ) -> Result<Self> {
-        let mut edids = KVec::with_capacity(count, GFP_KERNEL)?;
         if count == 0 {
             return Ok(Self {
                 scanouts: KVec::new(),
-                edids,
+                edids: KVec::new(),
             });
         }
-        let mut edid_calls = KVec::with_capacity(if edid { count } else { 0 }, GFP_KERNEL)?;
+        // On the stack: nothing is allocated between the change and the commands but the
+        // commands. (In a debug kernel each allocation records a stack trace for kmemleak and
+        // KASAN, which under TCG costs more than the device takes to answer.)
+        let mut edid_calls: [Option<Result<Call>>; protocol::MAX_SCANOUTS] =
+            [const { None }; protocol::MAX_SCANOUTS];
         let info_call = {
             // One notification for all; the batch is dropped before the first wait.
             let mut batch = queue.batch();
             if edid {
-                for scanout in 0..count {
+                for (scanout, slot) in edid_calls.iter_mut().enumerate().take(count) {
                     let cmd = protocol::encode(&protocol::GetEdid::new(scanout as u32));
-                    edid_calls.push(
-                        batch.start_call(cmd, size_of::<protocol::RespEdid>()),
-                        GFP_KERNEL,
-                    )?;
+                    *slot = Some(batch.start_call(cmd, size_of::<protocol::RespEdid>()));
                 }
             }
             let cmd = protocol::encode(&CtrlHdr::command(protocol::CMD_GET_DISPLAY_INFO));
             batch.start_call(cmd, size_of::<RespDisplayInfo>())
         };
-        for (i, call) in edid_calls.into_iter().enumerate() {
+        // Allocated while the device works on the commands.
+        let mut edids = KVec::with_capacity(count, GFP_KERNEL)?;
+        let mut scanouts = KVec::with_capacity(count, GFP_KERNEL)?;
+        for (i, call) in edid_calls.into_iter().flatten().enumerate() {
             let edid = match call.and_then(Call::wait).and_then(|resp| self::edid(&resp)) {
                 Ok(edid) => edid,
                 Err(e) => {
@@ -116,7 +119,6 @@ impl Displays {
         let resp = info_call?.wait()?;
         let info: RespDisplayInfo =
             protocol::decode_response(&resp, protocol::RESP_OK_DISPLAY_INFO)?;
-        let mut scanouts = KVec::with_capacity(count, GFP_KERNEL)?;
         for i in 0..count {
             scanouts.push(info.scanout(i).ok_or(EPROTO)?, GFP_KERNEL)?;
         }

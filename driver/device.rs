@@ -135,9 +135,9 @@ impl<'bound> VirtioGpu<'bound> {
         num_scanouts: usize,
     ) -> Result<impl PinInit<Self, Error> + 'bound> {
         let blob_alignment = if features.blob_alignment {
-            // SAFETY: `blob_alignment` is part of the configuration space of a device that offers
-            // `VIRTIO_GPU_F_BLOB_ALIGNMENT`.
-            Some(unsafe { dev.config_le32(protocol::config::BLOB_ALIGNMENT) })
+            // SAFETY: `blob_alignment` is a `__le32` field, at an aligned offset, of the
+            // configuration space of a device that offers `VIRTIO_GPU_F_BLOB_ALIGNMENT`.
+            Some(unsafe { dev.config_le32(protocol::config::BLOB_ALIGNMENT) }?)
         } else {
             None
         };

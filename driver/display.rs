@@ -103,10 +103,12 @@ impl Displays {
             let cmd = protocol::encode(&CtrlHdr::command(protocol::CMD_GET_DISPLAY_INFO));
             batch.start_call(cmd, size_of::<RespDisplayInfo>())
         };
-        // Allocated while the device works on the commands.
+        // Allocated while the device works on the commands. On failure the calls are dropped
+        // unwaited: the device answers into replies nobody reads.
         let mut edids = KVec::with_capacity(count, GFP_KERNEL)?;
         let mut scanouts = KVec::with_capacity(count, GFP_KERNEL)?;
-        for (i, call) in edid_calls.into_iter().flatten().enumerate() {
+        for (i, call) in edid_calls.into_iter().enumerate() {
+            let Some(call) = call else { continue };
             let edid = match call.and_then(Call::wait).and_then(|resp| self::edid(&resp)) {
                 Ok(edid) => edid,
                 Err(e) => {
@@ -167,14 +169,22 @@ impl Displays {
 /// Handles a configuration change of `gpu`'s device `dev`, in process context: if the displays
 /// changed, acknowledges it, reads them again and logs what changed, while `limit` allows.
 fn changed(gpu: &VirtioGpu<'_>, dev: &virtio::Device<Bound>, limit: &RateLimit) {
-    // SAFETY: `events_read` is a field of every virtio-gpu device's configuration space.
-    let events = unsafe { dev.config_le32(config::EVENTS_READ) };
+    // A device without a configuration space failed probe: neither access below fails.
+    // SAFETY: `events_read` is a `__le32` field, at an aligned offset, of every virtio-gpu
+    // device's configuration space.
+    let Ok(events) = (unsafe { dev.config_le32(config::EVENTS_READ) }) else {
+        return;
+    };
     if events & uapi::VIRTIO_GPU_EVENT_DISPLAY == 0 {
         return;
     }
-    // SAFETY: `events_clear` is a field of every virtio-gpu device's configuration space, the
-    // one the driver writes.
-    unsafe { dev.write_config_32(config::EVENTS_CLEAR, uapi::VIRTIO_GPU_EVENT_DISPLAY) };
+    // SAFETY: `events_clear` is a `__le32` field, at an aligned offset, of every virtio-gpu
+    // device's configuration space, the one the driver writes.
+    if unsafe { dev.write_config_le32(config::EVENTS_CLEAR, uapi::VIRTIO_GPU_EVENT_DISPLAY) }
+        .is_err()
+    {
+        return;
+    }
     // As many as at probe: one per scanout the driver handles.
     let count = gpu.displays.lock().scanouts.len();
     match Displays::read(dev, gpu.control(), count, gpu.features.edid) {

@@ -243,12 +243,12 @@ impl virtio::Driver for VirtioGpuDriver {
             GFP_KERNEL,
         )?;
 
-        // SAFETY: `num_scanouts` and `num_capsets` are fields of every virtio-gpu device's
-        // configuration space (`struct virtio_gpu_config`).
+        // SAFETY: `num_scanouts` and `num_capsets` are `__le32` fields of every virtio-gpu
+        // device's configuration space (`struct virtio_gpu_config`), at aligned offsets.
         let (num_scanouts, num_capsets) = unsafe {
             (
-                dev.config_le32(config::NUM_SCANOUTS),
-                dev.config_le32(config::NUM_CAPSETS),
+                dev.config_le32(config::NUM_SCANOUTS)?,
+                dev.config_le32(config::NUM_CAPSETS)?,
             )
         };
         dev_info!(dev, "number of scanouts: {}\n", num_scanouts);

@@ -38,12 +38,6 @@ __rust_helper void rust_helper_virtio_cread_bytes(struct virtio_device *vdev,
 	virtio_cread_bytes(vdev, offset, buf, len);
 }
 
-__rust_helper void rust_helper_virtio_cwrite32(struct virtio_device *vdev,
-					       unsigned int offset, u32 val)
-{
-	virtio_cwrite32(vdev, offset, val);
-}
-
 __rust_helper bool rust_helper_irqs_disabled(void)
 {
 	return irqs_disabled();

@@ -343,55 +343,77 @@ impl Device<device::Bound> {
     /// Reads `N` bytes of the configuration space at `offset`, consistently: the read is retried
     /// until the device's configuration generation did not change during it. Sleeps.
     ///
+    /// `ENODEV` if the transport has no configuration space for the device (see
+    /// [`Device::config_le32`]).
+    ///
     /// # Safety
     ///
     /// `offset..offset + N` must lie within the configuration space of the device, as the
     /// virtio specification defines it for its type and negotiated features (the transports do
     /// not check: PCI `BUG()`s, MMIO reads past the window).
-    pub unsafe fn config_bytes<const N: usize>(&self, offset: u32) -> [u8; N] {
+    #[track_caller]
+    pub unsafe fn config_bytes<const N: usize>(&self, offset: u32) -> Result<[u8; N]> {
+        crate::task::might_sleep();
+        // SAFETY: By the type invariant `self.as_raw()` is a valid `struct virtio_device`; a
+        // device with a driver bound (the `Bound` context) has its transport's `config`
+        // operations set, which do not change while it is bound.
+        if unsafe { (*(*self.as_raw()).config).get }.is_none() {
+            return Err(ENODEV);
+        }
         let mut buf = [0u8; N];
-        // SAFETY: By the type invariant `self.as_raw()` is valid and bound, so the configuration
-        // space is mapped; the range is within it (function safety requirement); `buf` is valid
-        // for `N` bytes of writes.
+        // SAFETY: `self.as_raw()` is valid and bound (as above), so the transport has the
+        // configuration space mapped and a `get` operation; the range is within the space
+        // (function safety requirement); `buf` is valid for `N` bytes of writes.
         unsafe { bindings::virtio_cread_bytes(self.as_raw(), offset, buf.as_mut_ptr().cast(), N) };
-        buf
+        Ok(buf)
     }
 
     /// Reads the little-endian 32-bit field at `offset` of the configuration space (a `__le32`
-    /// of a virtio 1.0 device), as C's `virtio_cread_le()` does: in one 32-bit access, which the
-    /// transports perform as one, so it needs no generation check (unlike
-    /// [`Device::config_bytes`], which reads byte by byte). Each access traps to the device, so
-    /// this costs one exit where `config_bytes::<4>` costs six. Sleeps.
+    /// of a virtio 1.0 device), as C's `virtio_cread_le()` does: one `get` of 4 bytes, without a
+    /// generation check, since the specification makes a driver's read of a field of up to 32
+    /// bits atomic. (On PCI and MMIO version 2 that is one access, where
+    /// [`Device::config_bytes`] makes six: two generation reads around four byte reads.) Sleeps.
+    ///
+    /// `ENODEV` if the transport has no configuration space for the device (a PCI device
+    /// without the capability), where C's wrappers would call a null operation.
     ///
     /// # Safety
     ///
     /// As for [`Device::config_bytes`] with `N = 4`, and `offset` must be 4-byte aligned (the
-    /// field is a `__le32` of the specification's layout).
-    pub unsafe fn config_le32(&self, offset: u32) -> u32 {
+    /// field is a `__le32` of the specification's layout; PCI and MMIO need aligned accesses).
+    #[track_caller]
+    pub unsafe fn config_le32(&self, offset: u32) -> Result<u32> {
         crate::task::might_sleep();
+        // SAFETY: By the type invariant `self.as_raw()` is a valid `struct virtio_device`; a
+        // device with a driver bound (the `Bound` context) has its transport's `config`
+        // operations set, which do not change while it is bound.
+        let get = unsafe { (*(*self.as_raw()).config).get }.ok_or(ENODEV)?;
         let mut buf = [0u8; 4];
-        // SAFETY: By the type invariant `self.as_raw()` is valid and `config` points to the
-        // transport's operations. Every transport has `get` (C calls it unchecked); were one
-        // without, the field would read as 0.
-        if let Some(get) = unsafe { (*(*self.as_raw()).config).get } {
-            // SAFETY: By the type invariant `self.as_raw()` is valid and bound, so the
-            // configuration space is mapped; the aligned 4-byte range is within it (function
-            // safety requirement); `buf` is valid for 4 bytes of writes.
-            unsafe { get(self.as_raw(), offset, buf.as_mut_ptr().cast(), 4) };
-        }
-        u32::from_le_bytes(buf)
+        // SAFETY: `self.as_raw()` is valid and bound (as above), so the transport has the
+        // configuration space mapped; `offset..offset + 4` lies within it and is aligned
+        // (function safety requirement); `buf` is valid for 4 bytes of writes.
+        unsafe { get(self.as_raw(), offset, buf.as_mut_ptr().cast(), 4) };
+        Ok(u32::from_le_bytes(buf))
     }
 
-    /// Writes the 32-bit field at `offset` of the configuration space, converted to the device's
-    /// byte order (little-endian for a virtio 1.0 device). Sleeps.
+    /// Writes the little-endian 32-bit field at `offset` of the configuration space, as C's
+    /// `virtio_cwrite_le()` does. Sleeps.
+    ///
+    /// `ENODEV` if the transport has no configuration space for the device.
     ///
     /// # Safety
     ///
-    /// As for [`Device::config_bytes`] with `N = 4`, and the field must be writable.
-    pub unsafe fn write_config_32(&self, offset: u32, value: u32) {
-        // SAFETY: By the type invariant `self.as_raw()` is valid and bound; the field is within
-        // the configuration space (function safety requirement).
-        unsafe { bindings::virtio_cwrite32(self.as_raw(), offset, value) }
+    /// As for [`Device::config_le32`], and the field must be one the driver may write.
+    #[track_caller]
+    pub unsafe fn write_config_le32(&self, offset: u32, value: u32) -> Result {
+        crate::task::might_sleep();
+        // SAFETY: As in `config_le32`.
+        let set = unsafe { (*(*self.as_raw()).config).set }.ok_or(ENODEV)?;
+        let buf = value.to_le_bytes();
+        // SAFETY: As in `config_le32`; the field is writable (function safety requirement);
+        // `buf` is valid for 4 bytes of reads.
+        unsafe { set(self.as_raw(), offset, buf.as_ptr().cast(), 4) };
+        Ok(())
     }
 
     /// Reads the device status byte (`VIRTIO_CONFIG_S_*`). Does not sleep.

@@ -54,6 +54,7 @@ use crate::{
     },
     DrmDevice, //
 };
+use core::cell::UnsafeCell;
 use kernel::{
     dma_fence::{
         driver::FenceContext,
@@ -90,31 +91,65 @@ use kernel::{
 /// How long a synchronous command may take, as in the C driver: 5 s.
 pub(crate) const CALL_TIMEOUT_MS: u32 = 5000;
 
+/// The largest answer a synchronous command can wait for: an EDID's, the largest the driver
+/// asks for. (Capsets, with virgl, will need more.)
+pub(crate) const ANSWER_MAX: usize = size_of::<protocol::RespEdid>();
+
 /// What a synchronous command's waiter learns.
 enum ReplyState {
     /// The device still has the command.
     Pending,
-    /// The device answered: the response buffer and the number of bytes it wrote.
-    Answered(KVec<u8>, u32),
+    /// The device answered: the number of bytes of [`Reply::answer`] it wrote (at most the
+    /// room the command described).
+    Answered(usize),
     /// The command was dropped unanswered (the device was reset).
     Cancelled,
 }
 
-/// Where the interrupt handler leaves a synchronous command's response.
+/// A synchronous command's answer, and where the interrupt handler says it came: one allocation
+/// for both (the command is the other; C's `vbuf` and response buffer are two too).
+///
+/// # Invariants
+///
+/// `answer` is written only by the device, through the scatter-gather list that
+/// [`Command::describe`] builds for the one command holding this reply, while that command is
+/// in the queue; it is read only through an [`Answer`], which exists only once `state` is
+/// [`ReplyState::Answered`], set after the command was taken back from the queue.
 #[pin_data]
 pub(crate) struct Reply {
     #[pin]
     state: SpinLockIrq<ReplyState>,
     #[pin]
     done: CondVar,
+    answer: UnsafeCell<[u8; ANSWER_MAX]>,
 }
+
+// SAFETY: `state` and `done` are `Sync`; `answer` is written by the device alone while the
+// command is out, and read through shared references only after that (type invariant), so
+// sharing a `Reply` between the waiter and the interrupt handler races on nothing.
+unsafe impl Sync for Reply {}
 
 impl Reply {
     fn new() -> impl PinInit<Self> {
         pin_init!(Self {
             state <- new_spinlock_irq!(ReplyState::Pending, "virtio_gpu_rs::Reply::state"),
             done <- new_condvar!("virtio_gpu_rs::Reply::done"),
+            // Zeroed: a device that claims more than it wrote gives zeroes, not old memory.
+            answer: UnsafeCell::new([0; ANSWER_MAX]),
         })
+    }
+
+    /// The first `len` bytes of the answer buffer, for the device to write.
+    ///
+    /// # Safety
+    ///
+    /// Only for [`Command::describe`] of the command holding this reply, before the command is
+    /// added to the queue; `len <= ANSWER_MAX`.
+    unsafe fn room(&self, len: usize) -> &mut [u8] {
+        // SAFETY: Nobody else references `answer` now: the waiter reads it only once answered,
+        // and this command, the only one that holds the reply, is not in the queue yet
+        // (function safety requirement); `len` is in bounds.
+        unsafe { (&mut *self.answer.get()).get_unchecked_mut(..len) }
     }
 
     /// Settles the reply (never twice) and wakes the waiter.
@@ -125,10 +160,11 @@ impl Reply {
         self.done.notify_all();
     }
 
-    /// Hands the response to the waiter, from the interrupt handler.
-    fn answer(&self, resp: KVec<u8>, len: u32, irq: &LocalInterruptDisabled) {
+    /// Tells the waiter the device wrote `len` bytes, from the interrupt handler, once the
+    /// command was taken back from the queue.
+    fn answer(&self, len: usize, irq: &LocalInterruptDisabled) {
         let mut state = self.state.lock_with(irq);
-        self.settle(&mut state, ReplyState::Answered(resp, len));
+        self.settle(&mut state, ReplyState::Answered(len));
     }
 
     /// Tells the waiter its command is gone unanswered.
@@ -152,14 +188,18 @@ impl Call {
     /// the bytes it wrote.
     ///
     /// `ETIMEDOUT` if the device does not answer in time, `ENODEV` if it is removed meanwhile.
-    pub(crate) fn wait(self) -> Result<KVec<u8>> {
+    pub(crate) fn wait(self) -> Result<Answer> {
         let mut left: Jiffies = kernel::time::msecs_to_jiffies(CALL_TIMEOUT_MS);
         let mut state = self.reply.state.lock();
         loop {
-            match core::mem::replace(&mut *state, ReplyState::Pending) {
-                ReplyState::Answered(mut resp, len) => {
-                    resp.truncate(len as usize);
-                    return Ok(resp);
+            match *state {
+                ReplyState::Answered(len) => {
+                    drop(state);
+                    // INVARIANT: The state is `Answered`.
+                    return Ok(Answer {
+                        reply: self.reply,
+                        len,
+                    });
                 }
                 ReplyState::Cancelled => return Err(ENODEV),
                 ReplyState::Pending => {}
@@ -169,6 +209,28 @@ impl Call {
             }
             left = self.reply.done.wait_timeout(&mut state, left);
         }
+    }
+}
+
+/// The bytes the device wrote in answer to a synchronous command.
+///
+/// # Invariants
+///
+/// `reply` is [`ReplyState::Answered`] with `len` bytes (`len <= ANSWER_MAX`); once answered, a
+/// reply never changes.
+pub(crate) struct Answer {
+    reply: Arc<Reply>,
+    len: usize,
+}
+
+impl core::ops::Deref for Answer {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        // SAFETY: The reply is answered (type invariant): its command was taken back from the
+        // queue, so the device writes `answer` no more, and nothing else ever does (type
+        // invariant of `Reply`); `len` is in bounds.
+        unsafe { (&*self.reply.answer.get()).get_unchecked(..self.len) }
     }
 }
 
@@ -254,6 +316,8 @@ enum Kick {
 enum Response {
     Header([u8; size_of::<CtrlHdr>()]),
     Buffer(KVec<u8>),
+    /// This many bytes (at most [`ANSWER_MAX`]) in the command's [`Reply`].
+    InReply(usize),
 }
 
 impl Response {
@@ -272,10 +336,12 @@ impl Response {
         Ok(Self::Buffer(resp))
     }
 
+    /// The room in the command itself (none for an answer in the reply).
     fn bytes(&self) -> &[u8] {
         match self {
             Self::Header(h) => h,
             Self::Buffer(b) => b,
+            Self::InReply(_) => &[],
         }
     }
 
@@ -283,14 +349,7 @@ impl Response {
         match self {
             Self::Header(h) => h,
             Self::Buffer(b) => b,
-        }
-    }
-
-    /// Takes the buffer out, for the waiter (empty for a header kept inline).
-    fn take_buffer(&mut self) -> KVec<u8> {
-        match self {
-            Self::Header(_) => KVec::new(),
-            Self::Buffer(b) => core::mem::take(b),
+            Self::InReply(_) => &mut [],
         }
     }
 }
@@ -391,6 +450,13 @@ impl Buffer for Command {
             if !data.is_empty() {
                 sg.device_reads(data)?;
             }
+        }
+        if let (Response::InReply(len), Some(reply)) = (&self.resp, &self.reply) {
+            // SAFETY: This command holds `reply` and is being described to be added (a
+            // command's lists are built once, before it is added); `start_call` made
+            // `len <= ANSWER_MAX`.
+            sg.device_writes(unsafe { reply.room(*len) })?;
+            return Ok(());
         }
         let resp = self.resp.bytes_mut();
         if !resp.is_empty() {
@@ -567,14 +633,18 @@ impl<'bound> CommandQueue<'bound> {
     /// most `resp_len` bytes and returns the bytes the device wrote.
     ///
     /// `ETIMEDOUT` if the device does not answer in time, `ENODEV` if it is removed meanwhile.
-    pub(crate) fn call(&self, cmd: Encoded, resp_len: usize) -> Result<KVec<u8>> {
+    pub(crate) fn call(&self, cmd: Encoded, resp_len: usize) -> Result<Answer> {
         self.start_call(cmd, resp_len, Kick::Now)?.wait()
     }
 
     /// Adds `cmd`, with room for a response of at most `resp_len` bytes, for a [`Call`].
+    /// `EINVAL` for room of more than [`ANSWER_MAX`].
     fn start_call(&self, cmd: Encoded, resp_len: usize, kick: Kick) -> Result<Call> {
+        if resp_len > ANSWER_MAX {
+            return Err(EINVAL);
+        }
         let reply = Arc::pin_init(Reply::new(), GFP_KERNEL)?;
-        let mut command = Command::with_response(cmd, Response::buffer(resp_len)?)?;
+        let mut command = Command::with_response(cmd, Response::InReply(resp_len))?;
         command.reply = Some(reply.clone());
         self.add(command, kick)?;
         Ok(Call { reply })
@@ -720,8 +790,12 @@ impl<'bound> CommandQueue<'bound> {
                     signal_until = core::cmp::max(signal_until, cmd.fence);
                 }
                 if let Some(reply) = cmd.reply.take() {
-                    // A buffer: `call` made the command.
-                    reply.answer(cmd.resp.take_buffer(), len, irq);
+                    // `call` made the command; the device wrote at most the room described.
+                    let room = match cmd.resp {
+                        Response::InReply(room) => room,
+                        _ => 0,
+                    };
+                    reply.answer(core::cmp::min(len as usize, room), irq);
                 } else {
                     log_error_response(&cmd, len, &self.errors);
                 }

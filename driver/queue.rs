@@ -124,9 +124,11 @@ pub(crate) struct Reply {
     answer: UnsafeCell<[u8; ANSWER_MAX]>,
 }
 
-// SAFETY: `state` and `done` are `Sync`; `answer` is written by the device alone while the
-// command is out, and read through shared references only after that (type invariant), so
-// sharing a `Reply` between the waiter and the interrupt handler races on nothing.
+// SAFETY: `state` and `done` are `Sync`; `answer` is written only through the command's
+// scatter-gather list while the command is out (by the device, or by the DMA layer copying a
+// bounce buffer back as the command is taken back), and read through shared references only
+// after that (type invariant), so sharing a `Reply` between the waiter and the interrupt
+// handler races on nothing.
 unsafe impl Sync for Reply {}
 
 impl Reply {

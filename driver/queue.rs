@@ -141,17 +141,11 @@ impl Reply {
         })
     }
 
-    /// The first `len` bytes of the answer buffer, for the device to write.
-    ///
-    /// # Safety
-    ///
-    /// Only for [`Command::describe`] of the command holding this reply, before the command is
-    /// added to the queue; `len <= ANSWER_MAX`.
-    unsafe fn room(&self, len: usize) -> &mut [u8] {
-        // SAFETY: Nobody else references `answer` now: the waiter reads it only once answered,
-        // and this command, the only one that holds the reply, is not in the queue yet
-        // (function safety requirement); `len` is in bounds.
-        unsafe { (&mut *self.answer.get()).get_unchecked_mut(..len) }
+    /// The first `len` bytes (at most [`ANSWER_MAX`]) of the answer buffer, for the device to
+    /// write: a pointer, which only [`Command::describe`] turns into a reference (see there).
+    fn room(&self, len: usize) -> *mut [u8] {
+        let len = core::cmp::min(len, ANSWER_MAX);
+        core::ptr::slice_from_raw_parts_mut(self.answer.get().cast::<u8>(), len)
     }
 
     /// Settles the reply (never twice) and wakes the waiter.
@@ -454,10 +448,12 @@ impl Buffer for Command {
             }
         }
         if let (Response::InReply(len), Some(reply)) = (&self.resp, &self.reply) {
-            // SAFETY: This command holds `reply` and is being described to be added (a
-            // command's lists are built once, before it is added); `start_call` made
-            // `len <= ANSWER_MAX`.
-            sg.device_writes(unsafe { reply.room(*len) })?;
+            // SAFETY: `room` points into `reply`, which this command keeps alive, and is in
+            // bounds. Nothing else references the answer buffer while this borrow lasts: this
+            // command, the only one holding the reply, is being described to be added (its
+            // lists are built once, before the add), and the waiter reads the buffer only once
+            // the reply is answered (type invariant of `Reply`).
+            sg.device_writes(unsafe { &mut *reply.room(*len) })?;
             return Ok(());
         }
         let resp = self.resp.bytes_mut();

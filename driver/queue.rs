@@ -111,16 +111,18 @@ enum ReplyState {
 ///
 /// # Invariants
 ///
-/// `answer` is written only by the device, through the scatter-gather list that
-/// [`Command::describe`] builds for the one command holding this reply, while that command is
-/// in the queue; it is read only through an [`Answer`], which exists only once `state` is
-/// [`ReplyState::Answered`], set after the command was taken back from the queue.
+/// `room <= ANSWER_MAX`. `answer` is written only by the device, through the scatter-gather
+/// list that [`Command::describe`] builds for the one command holding this reply, while that
+/// command is in the queue; it is read only through an [`Answer`], which exists only once
+/// `state` is [`ReplyState::Answered`], set after the command was taken back from the queue.
 #[pin_data]
 pub(crate) struct Reply {
     #[pin]
     state: SpinLockIrq<ReplyState>,
     #[pin]
     done: CondVar,
+    /// How many bytes of `answer` the device may write.
+    room: usize,
     answer: UnsafeCell<[u8; ANSWER_MAX]>,
 }
 
@@ -132,20 +134,23 @@ pub(crate) struct Reply {
 unsafe impl Sync for Reply {}
 
 impl Reply {
-    fn new() -> impl PinInit<Self> {
+    /// A reply with room for `room` bytes (at most [`ANSWER_MAX`]).
+    fn new(room: usize) -> impl PinInit<Self> {
         pin_init!(Self {
             state <- new_spinlock_irq!(ReplyState::Pending, "virtio_gpu_rs::Reply::state"),
             done <- new_condvar!("virtio_gpu_rs::Reply::done"),
+            // INVARIANT: Clamped.
+            room: core::cmp::min(room, ANSWER_MAX),
             // Zeroed: a device that claims more than it wrote gives zeroes, not old memory.
             answer: UnsafeCell::new([0; ANSWER_MAX]),
         })
     }
 
-    /// The first `len` bytes (at most [`ANSWER_MAX`]) of the answer buffer, for the device to
-    /// write: a pointer, which only [`Command::describe`] turns into a reference (see there).
-    fn room(&self, len: usize) -> *mut [u8] {
-        let len = core::cmp::min(len, ANSWER_MAX);
-        core::ptr::slice_from_raw_parts_mut(self.answer.get().cast::<u8>(), len)
+    /// The room of the answer buffer, for the device to write: a pointer, which only
+    /// [`Command::describe`] turns into a reference (see there).
+    fn room(&self) -> *mut [u8] {
+        // In bounds: `room <= ANSWER_MAX` (type invariant).
+        core::ptr::slice_from_raw_parts_mut(self.answer.get().cast::<u8>(), self.room)
     }
 
     /// Settles the reply (never twice) and wakes the waiter.
@@ -156,11 +161,14 @@ impl Reply {
         self.done.notify_all();
     }
 
-    /// Tells the waiter the device wrote `len` bytes, from the interrupt handler, once the
-    /// command was taken back from the queue.
+    /// Tells the waiter the device wrote `len` bytes (it says; at most the room are kept), from
+    /// the interrupt handler, once the command was taken back from the queue.
     fn answer(&self, len: usize, irq: &LocalInterruptDisabled) {
         let mut state = self.state.lock_with(irq);
-        self.settle(&mut state, ReplyState::Answered(len));
+        self.settle(
+            &mut state,
+            ReplyState::Answered(core::cmp::min(len, self.room)),
+        );
     }
 
     /// Tells the waiter its command is gone unanswered.
@@ -307,13 +315,13 @@ enum Kick {
     Later,
 }
 
-/// Room for a command's response: a header's worth inside the command (all that a command
-/// nobody waits for gets back), or a buffer for a synchronous command's answer.
+/// Room for a command's response in the command: a header's worth (all that a command nobody
+/// waits for gets back), a buffer, or none (a synchronous command's answer goes into its
+/// [`Reply`]).
 enum Response {
     Header([u8; size_of::<CtrlHdr>()]),
     Buffer(KVec<u8>),
-    /// This many bytes (at most [`ANSWER_MAX`]) in the command's [`Reply`].
-    InReply(usize),
+    None,
 }
 
 impl Response {
@@ -332,12 +340,12 @@ impl Response {
         Ok(Self::Buffer(resp))
     }
 
-    /// The room in the command itself (none for an answer in the reply).
+    /// The room in the command itself.
     fn bytes(&self) -> &[u8] {
         match self {
             Self::Header(h) => h,
             Self::Buffer(b) => b,
-            Self::InReply(_) => &[],
+            Self::None => &[],
         }
     }
 
@@ -345,7 +353,7 @@ impl Response {
         match self {
             Self::Header(h) => h,
             Self::Buffer(b) => b,
-            Self::InReply(_) => &mut [],
+            Self::None => &mut [],
         }
     }
 }
@@ -447,13 +455,13 @@ impl Buffer for Command {
                 sg.device_reads(data)?;
             }
         }
-        if let (Response::InReply(len), Some(reply)) = (&self.resp, &self.reply) {
+        if let Some(reply) = &self.reply {
             // SAFETY: `room` points into `reply`, which this command keeps alive, and is in
             // bounds. Nothing else references the answer buffer while this borrow lasts: this
             // command, the only one holding the reply, is being described to be added (its
             // lists are built once, before the add), and the waiter reads the buffer only once
             // the reply is answered (type invariant of `Reply`).
-            sg.device_writes(unsafe { &mut *reply.room(*len) })?;
+            sg.device_writes(unsafe { &mut *reply.room() })?;
             return Ok(());
         }
         let resp = self.resp.bytes_mut();
@@ -641,8 +649,8 @@ impl<'bound> CommandQueue<'bound> {
         if resp_len > ANSWER_MAX {
             return Err(EINVAL);
         }
-        let reply = Arc::pin_init(Reply::new(), GFP_KERNEL)?;
-        let mut command = Command::with_response(cmd, Response::InReply(resp_len))?;
+        let reply = Arc::pin_init(Reply::new(resp_len), GFP_KERNEL)?;
+        let mut command = Command::with_response(cmd, Response::None)?;
         command.reply = Some(reply.clone());
         self.add(command, kick)?;
         Ok(Call { reply })
@@ -789,11 +797,7 @@ impl<'bound> CommandQueue<'bound> {
                 }
                 if let Some(reply) = cmd.reply.take() {
                     // `call` made the command; the device wrote at most the room described.
-                    let room = match cmd.resp {
-                        Response::InReply(room) => room,
-                        _ => 0,
-                    };
-                    reply.answer(core::cmp::min(len as usize, room), irq);
+                    reply.answer(len as usize, irq);
                 } else {
                     log_error_response(&cmd, len, &self.errors);
                 }

@@ -354,16 +354,14 @@ impl Device<device::Bound> {
     #[track_caller]
     pub unsafe fn config_bytes<const N: usize>(&self, offset: u32) -> Result<[u8; N]> {
         crate::task::might_sleep();
-        // SAFETY: By the type invariant `self.as_raw()` is a valid `struct virtio_device`; a
-        // device with a driver bound (the `Bound` context) has its transport's `config`
-        // operations set, which do not change while it is bound.
-        if unsafe { (*(*self.as_raw()).config).get }.is_none() {
+        if self.config_ops().get.is_none() {
             return Err(ENODEV);
         }
         let mut buf = [0u8; N];
-        // SAFETY: `self.as_raw()` is valid and bound (as above), so the transport has the
-        // configuration space mapped and a `get` operation; the range is within the space
-        // (function safety requirement); `buf` is valid for `N` bytes of writes.
+        // SAFETY: `self.as_raw()` is valid and bound (type invariant, `Bound` context), so the
+        // transport has the configuration space mapped and a `get` operation (checked above);
+        // the range is within the space (function safety requirement); `buf` is valid for `N`
+        // bytes of writes.
         unsafe { bindings::virtio_cread_bytes(self.as_raw(), offset, buf.as_mut_ptr().cast(), N) };
         Ok(buf)
     }
@@ -384,14 +382,11 @@ impl Device<device::Bound> {
     #[track_caller]
     pub unsafe fn config_le32(&self, offset: u32) -> Result<u32> {
         crate::task::might_sleep();
-        // SAFETY: By the type invariant `self.as_raw()` is a valid `struct virtio_device`; a
-        // device with a driver bound (the `Bound` context) has its transport's `config`
-        // operations set, which do not change while it is bound.
-        let get = unsafe { (*(*self.as_raw()).config).get }.ok_or(ENODEV)?;
+        let get = self.config_ops().get.ok_or(ENODEV)?;
         let mut buf = [0u8; 4];
-        // SAFETY: `self.as_raw()` is valid and bound (as above), so the transport has the
-        // configuration space mapped; `offset..offset + 4` lies within it and is aligned
-        // (function safety requirement); `buf` is valid for 4 bytes of writes.
+        // SAFETY: `self.as_raw()` is valid and bound (type invariant, `Bound` context), so the
+        // transport has the configuration space mapped; `offset..offset + 4` lies within it and
+        // is aligned (function safety requirement); `buf` is valid for 4 bytes of writes.
         unsafe { get(self.as_raw(), offset, buf.as_mut_ptr().cast(), 4) };
         Ok(u32::from_le_bytes(buf))
     }
@@ -407,8 +402,7 @@ impl Device<device::Bound> {
     #[track_caller]
     pub unsafe fn write_config_le32(&self, offset: u32, value: u32) -> Result {
         crate::task::might_sleep();
-        // SAFETY: As in `config_le32`.
-        let set = unsafe { (*(*self.as_raw()).config).set }.ok_or(ENODEV)?;
+        let set = self.config_ops().set.ok_or(ENODEV)?;
         let buf = value.to_le_bytes();
         // SAFETY: As in `config_le32`; the field is writable (function safety requirement);
         // `buf` is valid for 4 bytes of reads.
@@ -416,12 +410,20 @@ impl Device<device::Bound> {
         Ok(())
     }
 
+    /// The transport's operations on the device.
+    fn config_ops(&self) -> &bindings::virtio_config_ops {
+        // SAFETY: By the type invariant `self.as_raw()` is a valid `struct virtio_device`; a
+        // device with a driver bound (the `Bound` context) has its transport's operations set,
+        // a constant table that does not change while it is bound.
+        unsafe { &*(*self.as_raw()).config }
+    }
+
     /// Reads the device status byte (`VIRTIO_CONFIG_S_*`). Does not sleep.
     fn status(&self) -> u8 {
-        // SAFETY: By the type invariant `self.as_raw()` is valid and `config` points to the
-        // transport's operations, which always include `get_status`.
-        match unsafe { (*(*self.as_raw()).config).get_status } {
-            // SAFETY: As above.
+        // The transport's operations always include `get_status`.
+        match self.config_ops().get_status {
+            // SAFETY: `self.as_raw()` is a valid device (type invariant), the one whose
+            // transport this operation is.
             Some(get_status) => unsafe { get_status(self.as_raw()) },
             // Cannot happen; were it to, claim every state, so nothing takes the device for idle.
             None => u8::MAX,

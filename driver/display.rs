@@ -23,8 +23,9 @@
 //!   item once the queues are shut down (a read in flight then fails with `ENODEV`, quietly).
 //!
 //! Locks: the device state keeps [`Displays`] in a `Mutex`, taken in process context only, to
-//! replace them (or copy them out, once there are connectors); it is never held while a command
-//! is in flight, nor with a queue lock.
+//! replace them, or by the connectors' probe (under DRM's `mode_config.mutex`) to read them; it
+//! is never held while a command is in flight, nor with a queue lock, nor across the hotplug
+//! event (which takes DRM's locks).
 
 use crate::{
     device::VirtioGpu,
@@ -39,11 +40,16 @@ use crate::{
         Call,
         CommandQueue, //
     },
+    DrmDevice,
     DrmDriver, //
 };
 use kernel::{
     device::Bound,
-    drm::device::RegisteredRef,
+    drm::{
+        self,
+        device::RegisteredRef,
+        kms, //
+    },
     new_work,
     prelude::*,
     ratelimit::RateLimit,
@@ -63,8 +69,8 @@ pub(crate) struct Displays {
     /// One per scanout the driver handles.
     scanouts: KVec<Scanout>,
     /// The scanouts' EDIDs with `VIRTIO_GPU_F_EDID`, one per scanout (empty for one the host
-    /// did not give); none without the feature. Only their sizes are logged until there are
-    /// connectors to offer them.
+    /// did not give); none without the feature. The connectors offer them (see
+    /// [`crate::kms`]).
     edids: KVec<KVec<u8>>,
 }
 
@@ -127,6 +133,16 @@ impl Displays {
         Ok(Self { scanouts, edids })
     }
 
+    /// Scanout `i` as the host last described it.
+    pub(crate) fn scanout(&self, i: usize) -> Option<&Scanout> {
+        self.scanouts.get(i)
+    }
+
+    /// The EDID of scanout `i`, if the host gave one.
+    pub(crate) fn edid(&self, i: usize) -> Option<&[u8]> {
+        self.edids.get(i).map(|e| &e[..]).filter(|e| !e.is_empty())
+    }
+
     /// Logs on `dev` each scanout that `before` did not have as it is now, while `limit` (if
     /// any) allows. Without `before` (at probe), every scanout and the size of each EDID.
     ///
@@ -168,7 +184,12 @@ impl Displays {
 
 /// Handles a configuration change of `gpu`'s device `dev`, in process context: if the displays
 /// changed, acknowledges it, reads them again and logs what changed, while `limit` allows.
-fn changed(gpu: &VirtioGpu<'_>, dev: &virtio::Device<Bound>, limit: &RateLimit) {
+fn changed(
+    drm: &DrmDevice<drm::Registered>,
+    gpu: &VirtioGpu<'_>,
+    dev: &virtio::Device<Bound>,
+    limit: &RateLimit,
+) {
     // A device without a configuration space failed probe: neither access below fails.
     // SAFETY: `events_read` is a `__le32` field, at an aligned offset, of every virtio-gpu
     // device's configuration space.
@@ -192,6 +213,9 @@ fn changed(gpu: &VirtioGpu<'_>, dev: &virtio::Device<Bound>, limit: &RateLimit) 
             let mut current = gpu.displays.lock();
             displays.log(dev, Some(&current), Some(limit));
             *current = displays;
+            drop(current);
+            // Userspace probes the connectors again, as after C's change.
+            kms::hotplug_event(drm);
         }
         // The queues were shut down: the device is being unbound.
         Err(e) if e == ENODEV => {}
@@ -225,7 +249,7 @@ impl WorkItem for ConfigWork {
             return;
         };
         let dev: &virtio::Device<Bound> = (*guard).as_ref();
-        guard.registration_data_with(|gpu| changed(gpu, dev, &this.log_limit));
+        guard.registration_data_with(|gpu| changed(&guard, gpu, dev, &this.log_limit));
     }
 }
 

@@ -103,6 +103,9 @@ fn new_resource_id() -> u32 {
 #[pin_data]
 pub(crate) struct Bo {
     resource_id: u32,
+    /// Made by `DRM_IOCTL_MODE_CREATE_DUMB`: the host sees what the CPU wrote only through
+    /// transfers, which the plane's update sends for it (userspace does for the others).
+    dumb: bool,
     /// Whether a command naming the host resource was sent: the resource then needs an unref.
     created: Atomic<bool>,
     /// The device the resource lives on, entered again to send the unref.
@@ -112,6 +115,7 @@ pub(crate) struct Bo {
 /// What [`Bo::new`](gem::DriverObject::new) takes: the resource id and the device.
 pub(crate) struct BoArgs {
     resource_id: u32,
+    dumb: bool,
     dev: RegisteredRef<DrmDriver>,
 }
 
@@ -122,6 +126,7 @@ impl gem::DriverObject for Bo {
     fn new(_dev: &DrmDevice, _size: usize, args: BoArgs) -> impl PinInit<Self, Error> {
         try_pin_init!(Bo {
             resource_id: args.resource_id,
+            dumb: args.dumb,
             created: Atomic::new(false),
             dev: args.dev,
         })
@@ -146,11 +151,17 @@ impl Bo {
         self.resource_id
     }
 
+    /// Whether the object is a dumb buffer.
+    pub(crate) fn is_dumb(&self) -> bool {
+        self.dumb
+    }
+
     /// Creates an object of `size` bytes (a multiple of the page size) backed on the host by a
-    /// 2D resource of `width` x `height` pixels of `format` (`VIRTIO_GPU_FORMAT_*`).
+    /// 2D resource of `width` x `height` pixels of `format` (`VIRTIO_GPU_FORMAT_*`), for `made`.
     ///
-    /// With `fence`, the creation is fenced and its fence added to the object's reservation
-    /// (as a write), before anyone else can see the object.
+    /// A resource of `RESOURCE_CREATE` is created fenced, its fence added to the object's
+    /// reservation (as a write) before anyone else can see the object; a dumb buffer's is not,
+    /// as in C.
     ///
     /// The commands go into `batch`: the device is told of them when the caller drops it (after
     /// making the handle, as C notifies in its GEM open callback), or when a failure's unref
@@ -162,11 +173,16 @@ impl Bo {
         format: u32,
         width: u32,
         height: u32,
-        fence: Option<FenceAllocation<QueueFences>>,
+        made: MadeBy,
     ) -> Result<ARef<Object>> {
         let id = new_resource_id();
+        let (dumb, fence) = match made {
+            MadeBy::Dumb => (true, None),
+            MadeBy::ResourceCreate(fence) => (false, Some(fence)),
+        };
         let args = BoArgs {
             resource_id: id,
+            dumb,
             dev: dev.registered_ref(),
         };
         let obj = Object::new(dev, size, shmem::ObjectConfig::default(), args)?;
@@ -195,6 +211,14 @@ impl Bo {
         batch.submit(attach)?;
         Ok(obj)
     }
+}
+
+/// What an object is made for.
+pub(crate) enum MadeBy {
+    /// `DRM_IOCTL_MODE_CREATE_DUMB`.
+    Dumb,
+    /// `DRM_IOCTL_VIRTGPU_RESOURCE_CREATE`, with the memory of the creation's fence.
+    ResourceCreate(FenceAllocation<QueueFences>),
 }
 
 /// Memory entries up to this size go in `kmalloc`ed memory, which the interrupt handler frees

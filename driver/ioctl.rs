@@ -11,7 +11,8 @@ use crate::{
     file::File,
     gem::{
         self,
-        Bo, //
+        Bo,
+        MadeBy, //
     },
     protocol::{
         self,
@@ -121,7 +122,7 @@ pub(crate) fn dumb_create(
         protocol::FORMAT_HOST_XRGB8888,
         args.width,
         args.height,
-        None,
+        MadeBy::Dumb,
     )?;
     args.handle = obj.create_handle(file)?;
     args.pitch = pitch;
@@ -178,7 +179,7 @@ pub(crate) fn resource_create(
         args.format,
         args.width,
         args.height,
-        Some(fence),
+        MadeBy::ResourceCreate(fence),
     )?;
     let handle = obj.create_handle(file)?;
     args.res_handle = obj.resource_id();

@@ -201,7 +201,19 @@ wire_struct!(
     MemEntry(uapi::virtio_gpu_mem_entry),
     ResourceUnref(uapi::virtio_gpu_resource_unref),
     GetEdid(uapi::virtio_gpu_cmd_get_edid),
+    SetScanout(uapi::virtio_gpu_set_scanout),
+    ResourceFlush(uapi::virtio_gpu_resource_flush),
 );
+
+/// A rectangle on the wire, from its size and position in pixels.
+fn rect(width: u32, height: u32, x: u32, y: u32) -> uapi::virtio_gpu_rect {
+    uapi::virtio_gpu_rect {
+        x: x.to_le(),
+        y: y.to_le(),
+        width: width.to_le(),
+        height: height.to_le(),
+    }
+}
 
 impl TransferToHost2d {
     /// `VIRTIO_GPU_CMD_TRANSFER_TO_HOST_2D`: the host copies the rectangle `width` x `height` at
@@ -209,13 +221,34 @@ impl TransferToHost2d {
     pub(crate) fn new(id: u32, offset: u64, width: u32, height: u32, x: u32, y: u32) -> Self {
         Self(uapi::virtio_gpu_transfer_to_host_2d {
             hdr: CtrlHdr::command(uapi::virtio_gpu_ctrl_type_VIRTIO_GPU_CMD_TRANSFER_TO_HOST_2D).0,
-            r: uapi::virtio_gpu_rect {
-                x: x.to_le(),
-                y: y.to_le(),
-                width: width.to_le(),
-                height: height.to_le(),
-            },
+            r: rect(width, height, x, y),
             offset: offset.to_le(),
+            resource_id: id.to_le(),
+            padding: 0,
+        })
+    }
+}
+
+impl SetScanout {
+    /// `VIRTIO_GPU_CMD_SET_SCANOUT`: scanout `scanout` shows the rectangle `width` x `height`
+    /// at (`x`, `y`) of resource `id`; resource 0 switches the scanout off.
+    pub(crate) fn new(scanout: u32, id: u32, width: u32, height: u32, x: u32, y: u32) -> Self {
+        Self(uapi::virtio_gpu_set_scanout {
+            hdr: CtrlHdr::command(uapi::virtio_gpu_ctrl_type_VIRTIO_GPU_CMD_SET_SCANOUT).0,
+            r: rect(width, height, x, y),
+            scanout_id: scanout.to_le(),
+            resource_id: id.to_le(),
+        })
+    }
+}
+
+impl ResourceFlush {
+    /// `VIRTIO_GPU_CMD_RESOURCE_FLUSH`: the host updates the scanouts showing resource `id` in
+    /// the rectangle `width` x `height` at (`x`, `y`).
+    pub(crate) fn new(id: u32, width: u32, height: u32, x: u32, y: u32) -> Self {
+        Self(uapi::virtio_gpu_resource_flush {
+            hdr: CtrlHdr::command(uapi::virtio_gpu_ctrl_type_VIRTIO_GPU_CMD_RESOURCE_FLUSH).0,
+            r: rect(width, height, x, y),
             resource_id: id.to_le(),
             padding: 0,
         })

@@ -6,8 +6,8 @@
 //! unbind) and the DRM driver it registers per device (name, version, ioctl table). The device
 //! state lives in [`device`], the displays and their changes in [`display`], the queues and
 //! their interrupt path in [`queue`], the wire format in [`protocol`], the ioctls in [`ioctl`],
-//! per-open state in [`file`], GEM objects in [`gem`], and what outlives the binding (reclaim,
-//! resource ids) in [`reclaim`].
+//! per-open state in [`file`], GEM objects in [`gem`], modesetting in [`kms`], and what outlives
+//! the binding (reclaim, resource ids) in [`reclaim`].
 //!
 //! # Lifetimes
 //!
@@ -27,8 +27,9 @@
 //! takes the timeline's after dropping the queue lock. Process context takes them with `lock()`.
 //! Nothing sleeps under any spinlock; freeing an object (which may sleep) happens in the reclaim
 //! work item, or in process context after the locks are dropped. `VirtioGpu::displays`
-//! (`Mutex`) stands alone: taken in process context with no other lock held, and nothing is
-//! taken under it.
+//! (`Mutex`) is taken in process context, alone or under DRM's `mode_config.mutex` (a
+//! connector's probe, see [`kms`]), and nothing is taken under it. A plane's update submits
+//! commands (the queue lock) under DRM's modeset locks.
 
 use kernel::{
     device::{
@@ -36,7 +37,10 @@ use kernel::{
         Core,
         DeviceContext, //
     },
-    drm,
+    drm::{
+        self,
+        kms::AtomicShutdown, //
+    },
     interrupt::LocalInterruptDisabled,
     prelude::*,
     sync::{
@@ -56,6 +60,7 @@ mod faults;
 mod file;
 mod gem;
 mod ioctl;
+mod kms;
 mod protocol;
 mod queue;
 mod reclaim;
@@ -121,6 +126,7 @@ impl drm::Driver for DrmDriver {
     };
 
     const FEAT_RENDER: bool = true;
+    const FEAT_MODESET: bool = true;
 
     fn dumb_create<'a>(
         dev: &DrmDevice<drm::Registered>,
@@ -200,6 +206,8 @@ struct Binding<'bound> {
     /// Reads configuration changes (see [`display`]).
     config_work: Arc<ConfigWork>,
     _drm: drm::Registration<'bound, DrmDriver>,
+    /// Switches the outputs off once the DRM device is unplugged: after `_drm`.
+    _kms: AtomicShutdown<DrmDriver>,
 }
 
 /// The virtio driver.
@@ -266,18 +274,21 @@ impl virtio::Driver for VirtioGpuDriver {
             num_scanouts,
         )
         .inspect_err(|e| dev_err!(dev, "device does not answer: {:?}\n", e))?;
+        kms::setup(&unregistered, num_scanouts, features.edid)?;
 
         // SAFETY: The registration is kept in the `Binding`, which the driver core drops when the
         // device is unbound; it is never forgotten.
         let drm = unsafe { drm::Registration::new(dev.as_ref(), unregistered, gpu, 0)? };
 
         let config_work = ConfigWork::new(drm.registered_ref())?;
+        let kms = AtomicShutdown::new(drm.registered_ref());
 
         Ok(Binding {
             _knobs: faults::Knobs::new(dev, &drm),
             queues,
             config_work,
             _drm: drm,
+            _kms: kms,
         })
     }
 

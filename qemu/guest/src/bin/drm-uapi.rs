@@ -248,7 +248,7 @@ fn run(fd: BorrowedFd<'_>, c: &mut Calls) {
 /// The virtgpu resource ioctls on a device without virgl: 2D resources, their info, mapping,
 /// transfers and waits, the arguments a driver without virgl refuses, and the 3D ioctls it
 /// does not have. Resource ids are printed relative to each other only: C's fbdev console
-/// takes one the Rust driver (without KMS yet) does not.
+/// takes one the Rust driver (without an fbdev console yet) does not.
 fn virtgpu_resources(fd: BorrowedFd<'_>, c: &mut Calls) {
     use virtgpu::ResourceCreate as Rc;
     use Want::*;

@@ -129,8 +129,9 @@ pub struct Boot<'a> {
     /// Other kernel arguments (KUnit's, `vrs.*` for programs, the user's).
     pub append: String,
     pub timeout: u64,
-    /// Wait for `drm-render`'s first frame and check a screendump of it.
-    pub render: bool,
+    /// How many `drm-render` runs to wait for, in order (one per driver, say): the first frame
+    /// of each is checked on a screendump.
+    pub renders: usize,
     /// Put the Debian packages (`qemu/packages.toml`) into the guest.
     pub packages: bool,
     /// Files for this boot only (a test list, say): guest path, contents.
@@ -148,7 +149,7 @@ impl<'a> Boot<'a> {
             steps,
             append,
             timeout,
-            render: false,
+            renders: 0,
             display: false,
             packages: false,
             files: Vec::new(),
@@ -163,8 +164,9 @@ pub struct BootOutcome {
     pub splats: Vec<splat::Splat>,
     pub guest: GuestLog,
     pub log_path: PathBuf,
-    pub render: Option<Verdict>,
-    pub screenshot: Option<PathBuf>,
+    /// The render checks, in the order of the `drm-render` runs (one per [`Boot::renders`]).
+    pub renders: Vec<Verdict>,
+    pub screenshots: Vec<PathBuf>,
     /// A hang or a QEMU failure.
     pub error: Option<String>,
     /// The same error, for telling its kind ([`crate::qemu::EarlyStall`]).
@@ -236,14 +238,14 @@ fn boot_once(ctx: &Ctx, b: &Built, req: &Boot<'_>) -> Result<BootOutcome> {
         splats: Vec::new(),
         guest: GuestLog::default(),
         log_path: guest.log.clone(),
-        render: None,
-        screenshot: None,
+        renders: Vec::new(),
+        screenshots: Vec::new(),
         error: None,
         error_source: None,
         duration: Duration::ZERO,
     };
     let r = (|| -> Result<()> {
-        if req.render {
+        for i in 0..req.renders {
             match guest.wait_line(RENDER_READY, &phase)? {
                 Some(line) => {
                     let size = line
@@ -252,14 +254,19 @@ fn boot_once(ctx: &Ctx, b: &Built, req: &Boot<'_>) -> Result<BootOutcome> {
                         .and_then(|s| s.trim().split_once('x'))
                         .and_then(|(w, h)| Some((w.parse().ok()?, h.parse().ok()?)))
                         .context("cannot read the mode from the render-ready line")?;
-                    let png = req.run_dir.join("screendump.png");
-                    out.render = Some(capture(&guest, &png, &b.machine.name, size, &phase)?);
-                    out.screenshot = Some(png);
+                    let png = match i {
+                        0 => req.run_dir.join("screendump.png"),
+                        _ => req.run_dir.join(format!("screendump-{}.png", i + 1)),
+                    };
+                    out.renders
+                        .push(capture(&guest, &png, &b.machine.name, size, &phase)?);
+                    out.screenshots.push(png);
                 }
                 None => {
-                    out.render = Some(Verdict::fail(
+                    out.renders.push(Verdict::fail(
                         "the guest never reported `render ready` (see the drm_render rows and the serial log)",
-                    ))
+                    ));
+                    break;
                 }
             }
         }

@@ -80,8 +80,8 @@ enum Command {
         /// Open a QEMU window instead of running headless.
         #[arg(long)]
         display: bool,
-        /// The driver that draws (until the Rust driver scans out, `c`).
-        #[arg(long, value_enum, default_value = "c")]
+        /// The driver that draws.
+        #[arg(long, value_enum, default_value = "rust")]
         driver: Driver,
     },
     /// Build and boot every architecture, run every KUnit suite and the

@@ -39,7 +39,7 @@ pub fn run(
         &ctx,
         b,
         &Boot {
-            render: true,
+            renders: 1,
             display,
             ..Boot::new(
                 &run_dir,
@@ -63,8 +63,8 @@ pub fn run(
             eprintln!("{}", crate::qemu::indent(o));
         }
     }
-    let render_ok = out.render.as_ref().is_some_and(|v| v.ok);
-    if let Some(v) = &out.render {
+    let render_ok = out.renders.first().is_some_and(|v| v.ok);
+    if let Some(v) = out.renders.first() {
         println!(
             "render ({} driver): {} {}",
             driver.name(),
@@ -72,7 +72,7 @@ pub fn run(
             v.summary
         );
     }
-    if let Some(p) = &out.screenshot {
+    if let Some(p) = out.screenshots.first() {
         println!("screendump: {}", p.display());
     }
     println!("serial log: {}", out.log_path.display());

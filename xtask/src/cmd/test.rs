@@ -457,18 +457,23 @@ impl TestRun<'_> {
         // (the differential then compares C, C reloaded and Rust) and the IGT list less the
         // Rust driver's skips (each test must end as it did under C, or pass). After
         // everything that runs under the boot's driver, since it swaps drivers.
+        // The render check under the Rust driver too: the same pattern, the same screendump.
+        let render_rust = render && d != Driver::Rust;
         let uapi_rust = uapi && d != Driver::Rust;
         let rust_igt_items = match d {
             Driver::Rust => Vec::new(),
             _ => self.igt_items_for(arch, Driver::Rust)?,
         };
         let display_rust = display && d != Driver::Rust;
-        let swapped = uapi_rust || !rust_igt_items.is_empty() || display_rust;
+        let swapped = render_rust || uapi_rust || !rust_igt_items.is_empty() || display_rust;
         if swapped {
             if loaded {
                 steps.push(d.unload());
             }
             steps.push(Driver::Rust.load());
+            if render_rust {
+                steps.push(run(&RENDER));
+            }
             if uapi_rust {
                 steps.push(run(&UAPI));
             }
@@ -508,7 +513,7 @@ impl TestRun<'_> {
             self.ctx,
             b,
             &Boot {
-                render,
+                renders: usize::from(render) + usize::from(render_rust),
                 packages: true,
                 files,
                 ..Boot::new(&run_dir, steps.clone(), append, self.args.timeout)
@@ -540,11 +545,15 @@ impl TestRun<'_> {
             &excused,
         );
         if render && self.wants("render") {
-            let v = out
-                .render
-                .clone()
-                .unwrap_or_else(|| Verdict::fail("not run"));
-            r.rows.push(Row::verdict(arch, d.name(), "render", &v));
+            let drivers = [Some(d), render_rust.then_some(Driver::Rust)];
+            for (i, driver) in drivers.into_iter().flatten().enumerate() {
+                let v = out
+                    .renders
+                    .get(i)
+                    .cloned()
+                    .unwrap_or_else(|| Verdict::fail("not run"));
+                r.rows.push(Row::verdict(arch, driver.name(), "render", &v));
+            }
         }
         if uapi && self.wants("differential:drm_uapi") {
             let drivers = match uapi_rust {
@@ -591,7 +600,7 @@ impl TestRun<'_> {
         if failed {
             details.push(format!("{arch}: serial log {}", out.log_path.display()));
         }
-        if let Some(p) = &out.screenshot {
+        for p in &out.screenshots {
             details.push(format!("{arch}: screendump {}", p.display()));
         }
         details.push(format!(
@@ -800,8 +809,8 @@ mod tests {
             splats: crate::splat::detect(log),
             guest: crate::guest_log::GuestLog::read(log),
             log_path: "/x".into(),
-            render: None,
-            screenshot: None,
+            renders: Vec::new(),
+            screenshots: Vec::new(),
             error: None,
             error_source: None,
             duration: Duration::ZERO,

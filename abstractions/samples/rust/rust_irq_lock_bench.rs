@@ -6,8 +6,9 @@
 //! restores the interrupt state once more).
 //!
 //! Each round is one `irq_work`, so it runs in hard-IRQ context, and times
-//! both cases, one after the other, in an order that alternates from round to
-//! round. Prints `irqlock_bench: <case> ns=<n>` (ns per
+//! both cases in blocks that take turns (so that a slow spell of the host,
+//! TCG's vCPU thread preempted, hits both cases alike), in an order that
+//! alternates from block to block and from round to round. Prints `irqlock_bench: <case> ns=<n>` (ns per
 //! lock and unlock pair, best of the rounds, to a tenth of a ns), then
 //! `irqlock_bench: done`; `cargo xtask bench` reads them.
 
@@ -32,8 +33,12 @@ module! {
 }
 
 const ROUNDS: usize = 10;
+/// Blocks per case and round, taking turns with the other case's.
+const BLOCKS: usize = 10;
+/// Lock and unlock pairs per block.
+const BLOCK_ITERS: i64 = 1_000;
 /// Lock and unlock pairs per case and round: short enough for one interrupt.
-const ITERS: i64 = 10_000;
+const ITERS: i64 = BLOCKS as i64 * BLOCK_ITERS;
 
 /// One round, run in hard-IRQ context: the time of `ITERS` pairs of each case.
 #[pin_data]
@@ -49,19 +54,19 @@ struct Round {
 }
 
 impl Round {
-    /// The time of `ITERS` pairs taken with `lock_with`.
+    /// The time of `BLOCK_ITERS` pairs taken with `lock_with`.
     fn time_with(&self, irq: &LocalInterruptDisabled) -> i64 {
         let start = Instant::<Monotonic>::now();
-        for _ in 0..ITERS {
+        for _ in 0..BLOCK_ITERS {
             *self.lock.lock_with(irq) += 1;
         }
         start.elapsed().as_nanos()
     }
 
-    /// The time of `ITERS` pairs taken with `lock`.
+    /// The time of `BLOCK_ITERS` pairs taken with `lock`.
     fn time_plain(&self) -> i64 {
         let start = Instant::<Monotonic>::now();
-        for _ in 0..ITERS {
+        for _ in 0..BLOCK_ITERS {
             *self.lock.lock() += 1;
         }
         start.elapsed().as_nanos()
@@ -71,13 +76,16 @@ impl Round {
 impl IrqWorkItem for Round {
     fn run(&self, irq: &LocalInterruptDisabled) {
         // Either case may gain from going second (warm caches), so the order alternates.
-        let (with, plain) = if self.with_first {
-            let with = self.time_with(irq);
-            (with, self.time_plain())
-        } else {
-            let plain = self.time_plain();
-            (self.time_with(irq), plain)
-        };
+        let (mut with, mut plain) = (0, 0);
+        for block in 0..BLOCKS {
+            if self.with_first == (block % 2 == 0) {
+                with += self.time_with(irq);
+                plain += self.time_plain();
+            } else {
+                plain += self.time_plain();
+                with += self.time_with(irq);
+            }
+        }
         self.with_ns.store(with, Relaxed);
         self.plain_ns.store(plain, Relaxed);
         self.done.complete_all();

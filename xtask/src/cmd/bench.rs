@@ -214,8 +214,9 @@ fn median(xs: &[f64]) -> f64 {
     }
 }
 
-/// One driver case over the rounds: each driver's median, their ratio, and the lowest and
-/// highest ratio of one round (round `i` of Rust against round `i` of C).
+/// One driver case over the rounds: each driver's median, their ratio, the lowest and
+/// highest ratio of one round (round `i` of Rust against round `i` of C), and in how many of
+/// those pairs Rust was faster.
 #[derive(Debug, PartialEq)]
 pub struct DriverCase {
     pub case: String,
@@ -224,6 +225,66 @@ pub struct DriverCase {
     pub ratio: f64,
     pub round_ratios: (f64, f64),
     pub rounds: usize,
+    pub rust_faster: usize,
+}
+
+/// How a case stands against the goal (Rust at or above C: ratio <= 1).
+#[derive(Debug, PartialEq, Clone, Copy)]
+pub enum Verdict {
+    /// The ratio of the medians is at most 1.
+    Met,
+    /// The ratio is above 1, but the paired rounds do not tell the drivers apart: a one-sided
+    /// sign test gives Rust's count of faster rounds a probability above [`SIGN_TEST_LEVEL`]
+    /// were the drivers equal.
+    Tie,
+    /// The ratio is above 1 and Rust lost so many rounds that equal drivers would do so with a
+    /// probability of at most [`SIGN_TEST_LEVEL`].
+    Slower,
+}
+
+/// The level of the sign test of [`Verdict`].
+pub const SIGN_TEST_LEVEL: f64 = 0.05;
+
+impl Verdict {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Met => "met",
+            Self::Tie => "tie",
+            Self::Slower => "SLOWER",
+        }
+    }
+}
+
+/// The probability of at most `k` successes in `n` fair coin tosses.
+fn binomial_half_cdf(k: usize, n: usize) -> f64 {
+    // C(n, i) built up term by term; n is a handful of rounds, so f64 is exact enough.
+    let mut term = 1.0;
+    let mut sum = 0.0;
+    for i in 0..=k.min(n) {
+        if i > 0 {
+            term = term * (n + 1 - i) as f64 / i as f64;
+        }
+        sum += term;
+    }
+    sum / 2f64.powi(n as i32)
+}
+
+impl DriverCase {
+    /// The case against the goal: see [`Verdict`]. A case without rounds is `Slower`: no
+    /// evidence is no pass.
+    pub fn verdict(&self) -> Verdict {
+        if self.rounds == 0 || self.ratio.is_nan() {
+            return Verdict::Slower;
+        }
+        if self.ratio <= 1.0 {
+            return Verdict::Met;
+        }
+        if binomial_half_cdf(self.rust_faster, self.rounds) <= SIGN_TEST_LEVEL {
+            Verdict::Slower
+        } else {
+            Verdict::Tie
+        }
+    }
 }
 
 /// Sets the rounds of the Rust driver against those of C, case by case (in C's order). A case
@@ -256,6 +317,7 @@ pub fn driver_cases(c: &[Round], rust: &[Round]) -> Vec<DriverCase> {
                 ratio: rust_ns / c_ns,
                 round_ratios: (lo, hi),
                 rounds: ratios.len(),
+                rust_faster: ratios.iter().filter(|r| **r < 1.0).count(),
             }
         })
         .collect()
@@ -401,22 +463,32 @@ pub fn run(
         }
         println!(
             "\n{arch}: the drivers' uapi paths from userspace ({DRIVER_BENCH}, C and Rust alternating \
-             in one boot, {DRIVER_ROUNDS} rounds each, medians; goal: ratio <= 1)"
+             in one boot, {DRIVER_ROUNDS} rounds each, medians; goal: ratio <= 1; \
+             won: rounds Rust was faster in; above 1, a one-sided sign test at \
+             {SIGN_TEST_LEVEL} tells a tie from SLOWER)"
         );
         println!(
-            "{:<26} {:>12} {:>12} {:>8} {:>15}",
-            "driver case", "rust ns/op", "c ns/op", "ratio", "round ratios"
+            "{:<26} {:>12} {:>12} {:>8} {:>15} {:>5} {:>7}",
+            "driver case", "rust ns/op", "c ns/op", "ratio", "round ratios", "won", "goal"
         );
         for c in &cases {
             let (lo, hi) = c.round_ratios;
             println!(
-                "{:<26} {:>12.0} {:>12.0} {:>8.3} {:>7.3}-{:<7.3}",
-                c.case, c.rust_ns, c.c_ns, c.ratio, lo, hi
+                "{:<26} {:>12.0} {:>12.0} {:>8.3} {:>7.3}-{:<7.3} {:>5} {:>7}",
+                c.case,
+                c.rust_ns,
+                c.c_ns,
+                c.ratio,
+                lo,
+                hi,
+                format!("{}/{}", c.rust_faster, c.rounds),
+                c.verdict().name()
             );
             records.push(serde_json::json!({
                 "arch": arch, "clocksource": clock(&out), "bench": "drm_bench", "case": c.case,
                 "rust_ns": c.rust_ns, "c_ns": c.c_ns, "ratio": c.ratio,
                 "round_ratio_min": lo, "round_ratio_max": hi, "rounds": c.rounds,
+                "rust_faster_rounds": c.rust_faster, "verdict": c.verdict().name(),
             }));
         }
         let ns_of = |case: &str| irq_lock.iter().find(|(c, _)| c == case).map(|(_, v)| *v);
@@ -556,6 +628,55 @@ mod tests {
             (10.0, 12.5, 2)
         );
         assert!(median(&[]).is_nan());
+    }
+
+    #[test]
+    fn driver_cases_above_one_are_sign_tested() {
+        // Exact tails of 9 fair tosses: P(X <= 1) = 10/512, P(X <= 2) = 46/512.
+        assert!((binomial_half_cdf(1, 9) - 10.0 / 512.0).abs() < 1e-12);
+        assert!((binomial_half_cdf(2, 9) - 46.0 / 512.0).abs() < 1e-12);
+        assert_eq!(binomial_half_cdf(9, 9), 1.0);
+        let rounds = |c: &[f64], r: &[f64]| -> Vec<DriverCase> {
+            let of = |xs: &[f64]| -> Vec<Round> {
+                xs.iter().map(|n| vec![("a".to_string(), *n)]).collect()
+            };
+            driver_cases(&of(c), &of(r))
+        };
+        let c = [100.0; 9];
+        // Faster in 2 of 9 rounds, slower by a median 10%: not told apart from equal.
+        let tie = &rounds(
+            &c,
+            &[90.0, 95.0, 110.0, 110.0, 110.0, 110.0, 110.0, 120.0, 130.0],
+        )[0];
+        assert_eq!((tie.rust_faster, tie.rounds), (2, 9));
+        assert_eq!(tie.verdict(), Verdict::Tie);
+        // Faster in 1 of 9: equal drivers would do so with p = 0.02.
+        let slower = &rounds(
+            &c,
+            &[90.0, 101.0, 101.0, 101.0, 101.0, 101.0, 101.0, 101.0, 101.0],
+        )[0];
+        assert_eq!(slower.rust_faster, 1);
+        assert_eq!(slower.verdict(), Verdict::Slower);
+        // At or below 1 is met whatever the rounds say.
+        let met = &rounds(
+            &c,
+            &[
+                100.0, 100.0, 100.0, 100.0, 100.0, 100.0, 100.0, 100.0, 100.0,
+            ],
+        )[0];
+        assert_eq!((met.rust_faster, met.verdict()), (0, Verdict::Met));
+        // No rounds is no pass.
+        assert_eq!(rounds(&[], &[]).len(), 0);
+        let none = DriverCase {
+            case: "a".into(),
+            rust_ns: f64::NAN,
+            c_ns: 1.0,
+            ratio: f64::NAN,
+            round_ratios: (f64::NAN, f64::NAN),
+            rounds: 0,
+            rust_faster: 0,
+        };
+        assert_eq!(none.verdict(), Verdict::Slower);
     }
 
     #[test]

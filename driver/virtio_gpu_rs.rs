@@ -127,6 +127,9 @@ impl drm::Driver for DrmDriver {
 
     const FEAT_RENDER: bool = true;
     const FEAT_MODESET: bool = true;
+    // As C: DRM's sync objects, which userspace uses without the driver until execbuffer takes
+    // and gives them (with virgl).
+    const FEAT_SYNCOBJ: bool = true;
 
     fn dumb_create<'a>(
         dev: &DrmDevice<drm::Registered>,

@@ -175,6 +175,24 @@ pub fn drm_raw_ioctl(fd: std::os::fd::BorrowedFd<'_>, nr: u8) -> std::io::Result
     }
 }
 
+/// `DRM_IOCTL_GEM_FLINK`, which `drm-ffi` does not wrap: a global name for the object of
+/// `handle`.
+pub fn gem_flink(fd: std::os::fd::BorrowedFd<'_>, handle: u32) -> std::io::Result<u32> {
+    use drm_ffi::drm_sys::drm_gem_flink;
+    use std::os::fd::AsRawFd;
+    let mut arg = drm_gem_flink { handle, name: 0 };
+    // _IOWR('d', 0x0a, struct drm_gem_flink)
+    let size = std::mem::size_of::<drm_gem_flink>() as libc::c_ulong;
+    let cmd = (3 << 30) | (size << 16) | (libc::c_ulong::from(b'd') << 8) | 0x0a;
+    // SAFETY: `arg` is the ioctl's argument struct, writable for the call; it holds no pointer.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), cmd, std::ptr::addr_of_mut!(arg)) };
+    if r < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(arg.name)
+    }
+}
+
 pub mod kprobe;
 
 /// The virtgpu ioctls past `GETPARAM`, with their argument structs as

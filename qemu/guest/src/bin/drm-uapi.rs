@@ -181,6 +181,38 @@ fn run(fd: BorrowedFd<'_>, c: &mut Calls) {
                 |h| format!("same_handle={}", h.handle == db.handle),
             );
         }
+        // A global name, and a second handle to the object through it (the first stays).
+        let name = c.call(
+            "gem_flink",
+            Success,
+            virtgpu_guest::gem_flink(fd, db.handle),
+            |_| String::new(),
+        );
+        if let Some(name) = name {
+            c.call(
+                "gem_flink_again_same_name",
+                Success,
+                virtgpu_guest::gem_flink(fd, db.handle),
+                |again| format!("{}", *again == name),
+            );
+            let opened = c.call("gem_open", Success, ffi::gem::open(fd, name), |o| {
+                format!("size={} new_handle={}", o.size, o.handle != db.handle)
+            });
+            if let Some(o) = opened {
+                c.call(
+                    "gem_close_opened",
+                    Success,
+                    ffi::gem::close(fd, o.handle),
+                    |_| String::new(),
+                );
+            }
+        }
+        c.call(
+            "gem_flink_bad_handle",
+            Failure,
+            virtgpu_guest::gem_flink(fd, 0x7fff_0000),
+            |_| String::new(),
+        );
         c.call(
             "destroy_dumb",
             Success,

@@ -10,7 +10,8 @@
 //! TCG's vCPU thread preempted, hits both cases alike), in an order that
 //! alternates from block to block and from round to round. Prints `irqlock_bench: <case> ns=<n>` (ns per
 //! lock and unlock pair, best of the rounds, to a tenth of a ns), then
-//! `irqlock_bench: done`; `cargo xtask bench` reads them.
+//! `irqlock_bench: rounds won=<k> of=<n>` (the rounds in which `lock_with`
+//! was faster) and `irqlock_bench: done`; `cargo xtask bench` reads them.
 
 use kernel::{
     interrupt::LocalInterruptDisabled,
@@ -108,6 +109,7 @@ struct IrqLockBench;
 impl kernel::Module for IrqLockBench {
     fn init(_module: &'static ThisModule) -> Result<Self> {
         let (mut with, mut plain) = (i64::MAX, i64::MAX);
+        let mut with_won = 0;
         for i in 0..ROUNDS {
             let round = KBox::pin_init(
                 IrqWork::new(pin_init!(Round {
@@ -124,11 +126,19 @@ impl kernel::Module for IrqLockBench {
             if *round.item().lock.lock() != 2 * ITERS as u64 {
                 return Err(EIO);
             }
-            with = with.min(round.item().with_ns.load(Relaxed));
-            plain = plain.min(round.item().plain_ns.load(Relaxed));
+            let (round_with, round_plain) = (
+                round.item().with_ns.load(Relaxed),
+                round.item().plain_ns.load(Relaxed),
+            );
+            if round_with < round_plain {
+                with_won += 1;
+            }
+            with = with.min(round_with);
+            plain = plain.min(round_plain);
         }
         report("lock_with", with);
         report("lock", plain);
+        pr_info!("irqlock_bench: rounds won={} of={}\n", with_won, ROUNDS);
         pr_info!("irqlock_bench: done\n");
         Ok(IrqLockBench)
     }

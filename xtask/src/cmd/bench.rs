@@ -269,22 +269,49 @@ fn binomial_half_cdf(k: usize, n: usize) -> f64 {
     sum / 2f64.powi(n as i32)
 }
 
-impl DriverCase {
-    /// The case against the goal: see [`Verdict`]. A case without rounds is `Slower`: no
-    /// evidence is no pass.
-    pub fn verdict(&self) -> Verdict {
-        if self.rounds == 0 || self.ratio.is_nan() {
+impl Verdict {
+    /// A ratio against its goal (at most 1), `won` of `rounds` paired rounds having gone the
+    /// goal's way. No rounds, or no ratio, is `Slower`: no evidence is no pass.
+    pub fn of(ratio: f64, won: usize, rounds: usize) -> Verdict {
+        if rounds == 0 || ratio.is_nan() {
             return Verdict::Slower;
         }
-        if self.ratio <= 1.0 {
+        if ratio <= 1.0 {
             return Verdict::Met;
         }
-        if binomial_half_cdf(self.rust_faster, self.rounds) <= SIGN_TEST_LEVEL {
+        if binomial_half_cdf(won, rounds) <= SIGN_TEST_LEVEL {
             Verdict::Slower
         } else {
             Verdict::Tie
         }
     }
+}
+
+impl DriverCase {
+    /// The case against the goal: see [`Verdict::of`].
+    pub fn verdict(&self) -> Verdict {
+        Verdict::of(self.ratio, self.rust_faster, self.rounds)
+    }
+}
+
+/// Reads `irqlock_bench: rounds won=<k> of=<n>`: in how many of its rounds `lock_with` was
+/// faster than `lock`.
+pub fn parse_irq_lock_rounds(log: &str) -> Option<(usize, usize)> {
+    log.lines().find_map(|line| {
+        let rest = crate::ktap::strip_timestamp(line)
+            .split("irqlock_bench: rounds ")
+            .nth(1)?;
+        let mut won = None;
+        let mut of = None;
+        for w in rest.split_whitespace() {
+            if let Some(v) = w.strip_prefix("won=") {
+                won = v.parse().ok();
+            } else if let Some(v) = w.strip_prefix("of=") {
+                of = v.parse().ok();
+            }
+        }
+        Some((won?, of?))
+    })
 }
 
 /// Sets the rounds of the Rust driver against those of C, case by case (in C's order). A case
@@ -493,21 +520,28 @@ pub fn run(
         }
         let ns_of = |case: &str| irq_lock.iter().find(|(c, _)| c == case).map(|(_, v)| *v);
         if let (Some(with), Some(plain)) = (ns_of("lock_with"), ns_of("lock")) {
+            let (won, rounds) = parse_irq_lock_rounds(&out.log).unwrap_or((0, 0));
+            let verdict = Verdict::of(with / plain, won, rounds);
             println!(
-                "\n{arch}: a SpinLockIrq taken in hard IRQ (rust_irq_lock_bench; goal: lock_with <= lock)"
+                "\n{arch}: a SpinLockIrq taken in hard IRQ (rust_irq_lock_bench, best round of \
+                 each; goal: lock_with <= lock; won: rounds lock_with was faster in, sign test \
+                 as above)"
             );
             println!(
-                "{:<26} {:>12} {:>12} {:>8}",
-                "", "lock_with ns", "lock ns", "ratio"
+                "{:<26} {:>12} {:>12} {:>8} {:>5} {:>7}",
+                "", "lock_with ns", "lock ns", "ratio", "won", "goal"
             );
             println!(
-                "{:<26} {with:>12.1} {plain:>12.1} {:>8.3}",
+                "{:<26} {with:>12.1} {plain:>12.1} {:>8.3} {:>5} {:>7}",
                 "lock+unlock pair",
-                with / plain
+                with / plain,
+                format!("{won}/{rounds}"),
+                verdict.name()
             );
             records.push(serde_json::json!({
                 "arch": arch, "clocksource": clock(&out), "bench": "irq_lock", "case": "lock_pair",
                 "lock_with_ns": with, "lock_ns": plain, "ratio": with / plain,
+                "lock_with_faster_rounds": won, "rounds": rounds, "verdict": verdict.name(),
             }));
         }
         println!(
@@ -677,6 +711,19 @@ mod tests {
             rust_faster: 0,
         };
         assert_eq!(none.verdict(), Verdict::Slower);
+    }
+
+    #[test]
+    fn irq_lock_rounds_are_parsed() {
+        let log = "[ 1.0] rust_irq_lock_bench: irqlock_bench: lock_with ns=1400.2\n\
+                   [ 1.1] rust_irq_lock_bench: irqlock_bench: rounds won=7 of=10\n";
+        assert_eq!(parse_irq_lock_rounds(log), Some((7, 10)));
+        assert_eq!(parse_irq_lock_rounds("irqlock_bench: rounds won=7"), None);
+        // Ten rounds: lock_with faster in 1 is SLOWER (p = 11/1024), in 2 a tie (p = 56/1024).
+        assert_eq!(Verdict::of(1.04, 1, 10), Verdict::Slower);
+        assert_eq!(Verdict::of(1.04, 2, 10), Verdict::Tie);
+        assert_eq!(Verdict::of(0.9, 0, 10), Verdict::Met);
+        assert_eq!(Verdict::of(0.9, 0, 0), Verdict::Slower);
     }
 
     #[test]

@@ -175,15 +175,19 @@ pub fn drm_raw_ioctl(fd: std::os::fd::BorrowedFd<'_>, nr: u8) -> std::io::Result
     }
 }
 
+/// `_IOWR('d', nr, T)`: the number of the DRM ioctl `nr` that reads and writes a `T`.
+fn drm_iowr<T>(nr: u8) -> libc::c_ulong {
+    let size = std::mem::size_of::<T>() as libc::c_ulong;
+    (3 << 30) | (size << 16) | (libc::c_ulong::from(b'd') << 8) | libc::c_ulong::from(nr)
+}
+
 /// `DRM_IOCTL_GEM_FLINK`, which `drm-ffi` does not wrap: a global name for the object of
 /// `handle`.
 pub fn gem_flink(fd: std::os::fd::BorrowedFd<'_>, handle: u32) -> std::io::Result<u32> {
     use drm_ffi::drm_sys::drm_gem_flink;
     use std::os::fd::AsRawFd;
     let mut arg = drm_gem_flink { handle, name: 0 };
-    // _IOWR('d', 0x0a, struct drm_gem_flink)
-    let size = std::mem::size_of::<drm_gem_flink>() as libc::c_ulong;
-    let cmd = (3 << 30) | (size << 16) | (libc::c_ulong::from(b'd') << 8) | 0x0a;
+    let cmd = drm_iowr::<drm_gem_flink>(0x0a);
     // SAFETY: `arg` is the ioctl's argument struct, writable for the call; it holds no pointer.
     let r = unsafe { libc::ioctl(fd.as_raw_fd(), cmd, std::ptr::addr_of_mut!(arg)) };
     if r < 0 {
@@ -373,11 +377,8 @@ pub mod virtgpu {
     /// `T` must be the argument struct of command `nr`, and any user pointer in it valid for
     /// what the driver does with it.
     pub unsafe fn ioctl<T>(fd: BorrowedFd<'_>, nr: u8, arg: &mut T) -> std::io::Result<()> {
-        let size = std::mem::size_of::<T>() as libc::c_ulong;
-        let cmd = (3 << 30)
-            | (size << 16)
-            | (u64::from(b'd') << 8) as libc::c_ulong
-            | libc::c_ulong::from(0x40 + nr);
+        // DRM_COMMAND_BASE is 0x40.
+        let cmd = super::drm_iowr::<T>(0x40 + nr);
         // SAFETY: `arg` is a valid `T` for the call; the caller vouches for its pointers.
         let r = unsafe { libc::ioctl(fd.as_raw_fd(), cmd, std::ptr::from_mut(arg)) };
         if r < 0 {

@@ -37,18 +37,10 @@ pub fn parse_bench(log: &str, prefix: &str) -> Vec<BenchLine> {
         let Some(rest) = l.rfind(marker.as_str()).map(|i| &l[i + marker.len()..]) else {
             continue;
         };
-        let mut words = rest.split_whitespace();
-        let Some(case) = words.next() else { continue };
-        let mut rust = None;
-        let mut c = None;
-        for w in words {
-            if let Some(v) = w.strip_prefix("rust_ns=") {
-                rust = v.parse().ok();
-            } else if let Some(v) = w.strip_prefix("c_ns=") {
-                c = v.parse().ok();
-            }
-        }
-        if let (Some(rust_ns), Some(c_ns)) = (rust, c) {
+        let Some(case) = rest.split_whitespace().next() else {
+            continue;
+        };
+        if let (Some(rust_ns), Some(c_ns)) = (field(rest, "rust_ns="), field(rest, "c_ns=")) {
             out.push(BenchLine {
                 case: case.to_string(),
                 rust_ns,
@@ -57,6 +49,15 @@ pub fn parse_bench(log: &str, prefix: &str) -> Vec<BenchLine> {
         }
     }
     out
+}
+
+/// The value of the first `<key><value>` word of `words` (`key` ends with `=`), if it parses.
+fn field<T: std::str::FromStr>(words: &str, key: &str) -> Option<T> {
+    words
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix(key))?
+        .parse()
+        .ok()
 }
 
 /// Reads `arc_bench: <case> ns=<n>` lines from a serial log.
@@ -72,10 +73,8 @@ pub fn parse_ns_lines(log: &str, prefix: &str) -> Vec<(String, f64)> {
             let rest = crate::ktap::strip_timestamp(line)
                 .split(marker.as_str())
                 .nth(1)?;
-            let mut words = rest.split_whitespace();
-            let case = words.next()?;
-            let ns = words.find_map(|w| w.strip_prefix("ns="))?.parse().ok()?;
-            Some((case.to_string(), ns))
+            let case = rest.split_whitespace().next()?;
+            Some((case.to_string(), field(rest, "ns=")?))
         })
         .collect()
 }
@@ -246,6 +245,22 @@ pub enum Verdict {
 pub const SIGN_TEST_LEVEL: f64 = 0.05;
 
 impl Verdict {
+    /// A ratio against its goal (at most 1), `won` of `rounds` paired rounds having gone the
+    /// goal's way. No rounds, or no ratio, is `Slower`: no evidence is no pass.
+    pub fn of(ratio: f64, won: usize, rounds: usize) -> Verdict {
+        if rounds == 0 || ratio.is_nan() {
+            return Verdict::Slower;
+        }
+        if ratio <= 1.0 {
+            return Verdict::Met;
+        }
+        if binomial_half_cdf(won, rounds) <= SIGN_TEST_LEVEL {
+            Verdict::Slower
+        } else {
+            Verdict::Tie
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Self::Met => "met",
@@ -269,24 +284,6 @@ fn binomial_half_cdf(k: usize, n: usize) -> f64 {
     sum / 2f64.powi(n as i32)
 }
 
-impl Verdict {
-    /// A ratio against its goal (at most 1), `won` of `rounds` paired rounds having gone the
-    /// goal's way. No rounds, or no ratio, is `Slower`: no evidence is no pass.
-    pub fn of(ratio: f64, won: usize, rounds: usize) -> Verdict {
-        if rounds == 0 || ratio.is_nan() {
-            return Verdict::Slower;
-        }
-        if ratio <= 1.0 {
-            return Verdict::Met;
-        }
-        if binomial_half_cdf(won, rounds) <= SIGN_TEST_LEVEL {
-            Verdict::Slower
-        } else {
-            Verdict::Tie
-        }
-    }
-}
-
 impl DriverCase {
     /// The case against the goal: see [`Verdict::of`].
     pub fn verdict(&self) -> Verdict {
@@ -301,16 +298,7 @@ pub fn parse_irq_lock_rounds(log: &str) -> Option<(usize, usize)> {
         let rest = crate::ktap::strip_timestamp(line)
             .split("irqlock_bench: rounds ")
             .nth(1)?;
-        let mut won = None;
-        let mut of = None;
-        for w in rest.split_whitespace() {
-            if let Some(v) = w.strip_prefix("won=") {
-                won = v.parse().ok();
-            } else if let Some(v) = w.strip_prefix("of=") {
-                of = v.parse().ok();
-            }
-        }
-        Some((won?, of?))
+        Some((field(rest, "won=")?, field(rest, "of=")?))
     })
 }
 

@@ -70,6 +70,10 @@ pub struct Hit {
     pub event: String,
     /// When it fired: the monotonic clock, in ns (the trace prints microseconds).
     pub ns: u64,
+    /// The CPU it fired on.
+    pub cpu: u32,
+    /// The task it fired in (0, the idle task, for an interrupt taken while idle).
+    pub pid: u32,
 }
 
 fn path(file: &str) -> String {
@@ -184,27 +188,79 @@ impl Drop for Probes {
     }
 }
 
-/// The one function of `module` whose (mangled) name ends with `suffix`, from
-/// `/proc/kallsyms`: how a probe finds a Rust function, whose symbol carries a crate hash. An
-/// error if there is none (the module is not loaded, or the function was inlined) or several.
-pub fn module_symbol(module: &str, suffix: &str) -> Result<String, String> {
+/// The one function of `module` whose (mangled) name holds each of `parts`, in order, and ends
+/// with the last, from `/proc/kallsyms`: how a probe finds a Rust function, whose symbol carries
+/// crate hashes (a name such as `["7reclaim", "8WorkItem3run"]` picks one trait method among
+/// several impls). The instantiating crate that a v0 symbol of a generic function may end with
+/// (`B<n>_`) does not count as the end. An error if there is none (the module is not loaded, or
+/// the function was inlined) or several.
+pub fn module_symbol(module: &str, parts: &[&str]) -> Result<String, String> {
     let text = fs::read_to_string("/proc/kallsyms")
         .map_err(|e| format!("cannot read /proc/kallsyms: {e}"))?;
-    let found = find_module_symbol(&text, module, suffix);
+    let found = find_module_symbol(&text, module, parts);
     match found.as_slice() {
         [one] => Ok(one.to_string()),
         [] => Err(format!(
-            "no function of {module} ends with {suffix} (module not loaded, or inlined)"
+            "no function of {module} is named with {parts:?} (module not loaded, or inlined)"
         )),
         many => Err(format!(
-            "{} functions of {module} end with {suffix}",
+            "{} functions of {module} are named with {parts:?}",
             many.len()
         )),
     }
 }
 
-/// The text symbols of `module` in a `/proc/kallsyms` text whose names end with `suffix`.
-fn find_module_symbol<'a>(kallsyms: &'a str, module: &str, suffix: &str) -> Vec<&'a str> {
+/// Whether `rest`, what follows a symbol's path, is nothing or the instantiating crate a v0
+/// symbol of a generic function may end with: a back reference to a crate named earlier
+/// (`B<base-62>_`), or a crate root (`C[s<base-62>_]<length><name>`).
+fn is_instantiating_crate(rest: &str) -> bool {
+    let base62_then_underscore = |r: &str| {
+        r.strip_suffix('_')
+            .is_some_and(|digits| digits.bytes().all(|c| c.is_ascii_alphanumeric()))
+    };
+    if rest.is_empty() {
+        return true;
+    }
+    if let Some(r) = rest.strip_prefix('B') {
+        return base62_then_underscore(r);
+    }
+    let Some(mut r) = rest.strip_prefix('C') else {
+        return false;
+    };
+    if let Some(d) = r.strip_prefix('s') {
+        let Some(end) = d.find('_') else {
+            return false;
+        };
+        if !base62_then_underscore(&d[..=end]) {
+            return false;
+        }
+        r = &d[end + 1..];
+    }
+    let digits = r.bytes().take_while(u8::is_ascii_digit).count();
+    r[..digits]
+        .parse::<usize>()
+        .is_ok_and(|len| len > 0 && r.len() == digits + len)
+}
+
+/// Whether `name` holds each of `parts` in order and ends with the last (see [`module_symbol`]).
+fn named_with(name: &str, parts: &[&str]) -> bool {
+    let Some((last, before)) = parts.split_last() else {
+        return false;
+    };
+    let mut rest = name;
+    for part in before {
+        match rest.find(part) {
+            Some(i) => rest = &rest[i + part.len()..],
+            None => return false,
+        }
+    }
+    rest.rfind(last)
+        .is_some_and(|i| is_instantiating_crate(&rest[i + last.len()..]))
+}
+
+/// The text symbols of `module` in a `/proc/kallsyms` text named with `parts`
+/// ([`module_symbol`]).
+fn find_module_symbol<'a>(kallsyms: &'a str, module: &str, parts: &[&str]) -> Vec<&'a str> {
     let tag = format!("[{module}]");
     kallsyms
         .lines()
@@ -212,7 +268,7 @@ fn find_module_symbol<'a>(kallsyms: &'a str, module: &str, suffix: &str) -> Vec<
             let mut words = l.split_whitespace();
             let (_addr, kind, name) = (words.next()?, words.next()?, words.next()?);
             let ours = words.next() == Some(tag.as_str());
-            (ours && kind.eq_ignore_ascii_case("t") && name.ends_with(suffix)).then_some(name)
+            (ours && kind.eq_ignore_ascii_case("t") && named_with(name, parts)).then_some(name)
         })
         .collect()
 }
@@ -244,10 +300,20 @@ fn parse_hits(text: &str, events: &[Event]) -> Vec<Hit> {
         .filter_map(|l| {
             events.iter().find_map(|e| {
                 let at = l.find(&format!(": {}: (", e.name))?;
-                let stamp = l[..at].split_whitespace().last()?;
+                // `<comm>-<pid> [<cpu>] <flags> <seconds>.<us>`
+                let words: Vec<&str> = l[..at].split_whitespace().collect();
+                let c = words.iter().position(|w| w.starts_with('['))?;
+                let cpu = words[c]
+                    .strip_prefix('[')?
+                    .strip_suffix(']')?
+                    .parse()
+                    .ok()?;
+                let pid = words[..c].last()?.rsplit_once('-')?.1.parse().ok()?;
                 Some(Hit {
                     event: e.reports.clone(),
-                    ns: stamp_ns(stamp)?,
+                    ns: stamp_ns(words.last()?)?,
+                    cpu,
+                    pid,
                 })
             })
         })
@@ -292,15 +358,21 @@ mod tests {
             vec![
                 Hit {
                     event: "config".into(),
-                    ns: 44_612_345_000
+                    ns: 44_612_345_000,
+                    cpu: 1,
+                    pid: 0
                 },
                 Hit {
                     event: "answer".into(),
-                    ns: 44_613_001_000
+                    ns: 44_613_001_000,
+                    cpu: 0,
+                    pid: 34
                 },
                 Hit {
                     event: "read".into(),
-                    ns: 44_613_003_000
+                    ns: 44_613_003_000,
+                    cpu: 0,
+                    pid: 34
                 },
             ]
         );
@@ -314,10 +386,44 @@ ffffffffc0003000 d _RNvCsX_13virtio_gpu_rs8Displays4read\t[virtio_gpu_rs]\n\
 ffffffffc0004000 t _RNvMNtCsY_5other7displayNtB2_8Displays4read\t[other]\n\
 ffffffff81000000 T virtio_config_changed\n";
         assert_eq!(
-            find_module_symbol(kallsyms, "virtio_gpu_rs", "8Displays4read"),
+            find_module_symbol(kallsyms, "virtio_gpu_rs", &["8Displays4read"]),
             ["_RNvMNtCsX_13virtio_gpu_rs7displayNtB2_8Displays4read"]
         );
-        assert!(find_module_symbol(kallsyms, "virtio_gpu_rs", "5write").is_empty());
+        assert!(find_module_symbol(kallsyms, "virtio_gpu_rs", &["5write"]).is_empty());
+        assert!(find_module_symbol(kallsyms, "virtio_gpu_rs", &[]).is_empty());
+    }
+
+    #[test]
+    fn module_symbols_are_found_by_parts_past_the_instantiating_crate() {
+        let kallsyms = "ffffffffc0001000 t _RNvMs1_NtCsK_6kernel5shmemINtB5_6ObjectNtCsX_13virtio_gpu_rs2BoE13free_callbackB11_\t[virtio_gpu_rs]\n\
+ffffffffc0002000 t _RNvMs1_NtCsK_6kernel5shmemINtB5_6ObjectNtCsX_13virtio_gpu_rs2BoE13free_callback0B11_\t[virtio_gpu_rs]\n\
+ffffffffc0003000 T _RNvXs0_NtCsX_13virtio_gpu_rs7reclaimNtB5_10DeviceDataNtNtCsK_6kernel9workqueue8WorkItem3run\t[virtio_gpu_rs]\n\
+ffffffffc0004000 T _RNvXs_NtCsX_13virtio_gpu_rs7displayNtB4_10ConfigWorkNtNtCsK_6kernel9workqueue8WorkItem3run\t[virtio_gpu_rs]\n";
+        assert_eq!(
+            find_module_symbol(kallsyms, "virtio_gpu_rs", &["2BoE13free_callback"]),
+            ["_RNvMs1_NtCsK_6kernel5shmemINtB5_6ObjectNtCsX_13virtio_gpu_rs2BoE13free_callbackB11_"]
+        );
+        assert_eq!(
+            find_module_symbol(kallsyms, "virtio_gpu_rs", &["7reclaim", "8WorkItem3run"]),
+            ["_RNvXs0_NtCsX_13virtio_gpu_rs7reclaimNtB5_10DeviceDataNtNtCsK_6kernel9workqueue8WorkItem3run"]
+        );
+        assert_eq!(
+            find_module_symbol(kallsyms, "virtio_gpu_rs", &["8WorkItem3run"]).len(),
+            2
+        );
+        // A crate root instead of a back reference, with or without a disambiguator.
+        let spelled = "ffffffffc0005000 t _RNvMNtCsK_6kernel5queueINtB2_4ListNtCsK_6kernel4ItemE4pushCsX_13virtio_gpu_rs\t[virtio_gpu_rs]\n\
+ffffffffc0006000 t _RNvMNtCsK_6kernel5queueINtB2_4ListNtCsK_6kernel4ItemE4pushC13virtio_gpu_rs\t[virtio_gpu_rs]\n\
+ffffffffc0007000 t _RNvMNtCsK_6kernel5queueINtB2_4ListNtCsK_6kernel4ItemE4pushC13virtio_gpu\t[virtio_gpu_rs]\n";
+        assert_eq!(
+            find_module_symbol(spelled, "virtio_gpu_rs", &["4ItemE4push"]).len(),
+            2
+        );
+        // In order: the impl's module comes before the method.
+        assert!(
+            find_module_symbol(kallsyms, "virtio_gpu_rs", &["8WorkItem3run", "7reclaim"])
+                .is_empty()
+        );
     }
 
     #[test]

@@ -291,12 +291,44 @@ impl DriverCase {
     }
 }
 
-/// Reads `irqlock_bench: rounds won=<k> of=<n>`: in how many of its rounds `lock_with` was
-/// faster than `lock`.
-pub fn parse_irq_lock_rounds(log: &str) -> Option<(usize, usize)> {
+/// The `drm-bench` cases the issue sets a goal for (Rust at or above C): the display-info round
+/// trip, a dumb buffer's create+map+destroy, a 4 MiB transfer, and a fenced command's round trip
+/// to its waiter. The other cases are parts of these (`dumb_destroy`, `display_info_irq`, ...),
+/// printed to explain them.
+const GOAL_CASES: [&str; 4] = ["display_info", "dumb_cycle", "transfer_4mib", "create_wait"];
+
+/// Whether `case` is one of the [`GOAL_CASES`].
+pub fn is_goal_case(case: &str) -> bool {
+    GOAL_CASES.contains(&case)
+}
+
+/// The pairs of `rust_irq_lock_bench` cases compared round by round (the sample's `PAIRS`, in
+/// the same order): the first case, the second, a title, and whether the pair has a goal (the
+/// first at most the second). The C control has none: it shows what the C functions cost on
+/// this machine, without the Rust wrapper.
+pub const IRQ_LOCK_PAIRS: [(&str, &str, &str, bool); 3] = [
+    ("lock_with", "lock", "lock_with vs lock (Rust)", true),
+    (
+        "lock_with",
+        "c_spin_lock",
+        "lock_with vs spin_lock (C)",
+        true,
+    ),
+    (
+        "c_spin_lock",
+        "c_spin_lock_irq_disable",
+        "C control: spin_lock vs _irq_disable",
+        false,
+    ),
+];
+
+/// Reads `irqlock_bench: rounds <first>_vs_<other> won=<k> of=<n>`: in how many of its rounds
+/// case `first` was faster than `other`.
+pub fn parse_irq_lock_rounds(log: &str, first: &str, other: &str) -> Option<(usize, usize)> {
+    let marker = format!("irqlock_bench: rounds {first}_vs_{other} ");
     log.lines().find_map(|line| {
         let rest = crate::ktap::strip_timestamp(line)
-            .split("irqlock_bench: rounds ")
+            .split(marker.as_str())
             .nth(1)?;
         Some((field(rest, "won=")?, field(rest, "of=")?))
     })
@@ -376,7 +408,10 @@ pub fn run(
             &out,
             &steps,
             "irqlock_bench: done",
-            irq_lock.len() == 2,
+            irq_lock.len() == 4
+                && IRQ_LOCK_PAIRS
+                    .iter()
+                    .all(|(a, b, ..)| parse_irq_lock_rounds(&out.log, a, b).is_some()),
         );
         for (prefix, _) in RUST_VS_C {
             let found = !parse_bench(&out.log, prefix).is_empty();
@@ -450,10 +485,9 @@ pub fn run(
         for (kernel, log) in [("", &out.log), (" (arc-lockdep-off kernel)", &out_off.log)] {
             for (prefix, title) in RUST_VS_C {
                 let lines = parse_bench(log, prefix);
-                let kasan = if arch == "x86_64" { ", KASAN" } else { "" };
                 println!(
                     "\n{arch}{kernel} (TCG, debug config: PROVE_LOCKING, \
-                     DEBUG_WW_MUTEX_SLOWPATH, DEBUG_KMEMLEAK{kasan})"
+                     DEBUG_WW_MUTEX_SLOWPATH, DEBUG_KMEMLEAK, KASAN)"
                 );
                 println!(
                     "{:<26} {:>12} {:>12} {:>8}",
@@ -480,16 +514,24 @@ pub fn run(
             "\n{arch}: the drivers' uapi paths from userspace ({DRIVER_BENCH}, C and Rust alternating \
              in one boot, {DRIVER_ROUNDS} rounds each, medians; goal: ratio <= 1; \
              won: rounds Rust was faster in; above 1, a one-sided sign test at \
-             {SIGN_TEST_LEVEL} tells a tie from SLOWER)"
+             {SIGN_TEST_LEVEL} tells a tie from SLOWER; kind: a goal case, or a part of one \
+             that explains it)"
         );
         println!(
-            "{:<26} {:>12} {:>12} {:>8} {:>15} {:>5} {:>7}",
-            "driver case", "rust ns/op", "c ns/op", "ratio", "round ratios", "won", "goal"
+            "{:<26} {:>12} {:>12} {:>8} {:>15} {:>5} {:>7} {:>5}",
+            "driver case",
+            "rust ns/op",
+            "c ns/op",
+            "ratio",
+            "round ratios",
+            "won",
+            "verdict",
+            "kind"
         );
         for c in &cases {
             let (lo, hi) = c.round_ratios;
             println!(
-                "{:<26} {:>12.0} {:>12.0} {:>8.3} {:>7.3}-{:<7.3} {:>5} {:>7}",
+                "{:<26} {:>12.0} {:>12.0} {:>8.3} {:>7.3}-{:<7.3} {:>5} {:>7} {:>5}",
                 c.case,
                 c.rust_ns,
                 c.c_ns,
@@ -497,39 +539,48 @@ pub fn run(
                 lo,
                 hi,
                 format!("{}/{}", c.rust_faster, c.rounds),
-                c.verdict().name()
+                c.verdict().name(),
+                if is_goal_case(&c.case) {
+                    "goal"
+                } else {
+                    "part"
+                }
             );
             records.push(serde_json::json!({
                 "arch": arch, "clocksource": clock(&out), "bench": "drm_bench", "case": c.case,
                 "rust_ns": c.rust_ns, "c_ns": c.c_ns, "ratio": c.ratio,
                 "round_ratio_min": lo, "round_ratio_max": hi, "rounds": c.rounds,
                 "rust_faster_rounds": c.rust_faster, "verdict": c.verdict().name(),
+                "goal": is_goal_case(&c.case),
             }));
         }
         let ns_of = |case: &str| irq_lock.iter().find(|(c, _)| c == case).map(|(_, v)| *v);
-        if let (Some(with), Some(plain)) = (ns_of("lock_with"), ns_of("lock")) {
-            let (won, rounds) = parse_irq_lock_rounds(&out.log).unwrap_or((0, 0));
-            let verdict = Verdict::of(with / plain, won, rounds);
+        println!(
+            "\n{arch}: a SpinLockIrq taken in hard IRQ (rust_irq_lock_bench with the C loops of \
+             irq_lock_bench_c in the same blocks; best round of each; goal: the first at most \
+             the second; won: rounds the first was faster in, sign test as above)"
+        );
+        println!(
+            "{:<38} {:>10} {:>10} {:>8} {:>5} {:>7}",
+            "lock+unlock pair", "first ns", "second ns", "ratio", "won", "goal"
+        );
+        for (first, other, title, has_goal) in IRQ_LOCK_PAIRS {
+            let (Some(a), Some(b)) = (ns_of(first), ns_of(other)) else {
+                continue;
+            };
+            let (won, rounds) = parse_irq_lock_rounds(&out.log, first, other).unwrap_or((0, 0));
+            let verdict = Verdict::of(a / b, won, rounds);
+            let goal = if has_goal { verdict.name() } else { "-" };
             println!(
-                "\n{arch}: a SpinLockIrq taken in hard IRQ (rust_irq_lock_bench, best round of \
-                 each; goal: lock_with <= lock; won: rounds lock_with was faster in, sign test \
-                 as above)"
-            );
-            println!(
-                "{:<26} {:>12} {:>12} {:>8} {:>5} {:>7}",
-                "", "lock_with ns", "lock ns", "ratio", "won", "goal"
-            );
-            println!(
-                "{:<26} {with:>12.1} {plain:>12.1} {:>8.3} {:>5} {:>7}",
-                "lock+unlock pair",
-                with / plain,
+                "{title:<38} {a:>10.1} {b:>10.1} {:>8.3} {:>5} {goal:>7}",
+                a / b,
                 format!("{won}/{rounds}"),
-                verdict.name()
             );
             records.push(serde_json::json!({
-                "arch": arch, "clocksource": clock(&out), "bench": "irq_lock", "case": "lock_pair",
-                "lock_with_ns": with, "lock_ns": plain, "ratio": with / plain,
-                "lock_with_faster_rounds": won, "rounds": rounds, "verdict": verdict.name(),
+                "arch": arch, "clocksource": clock(&out), "bench": "irq_lock",
+                "case": format!("{first}_vs_{other}"), "first_ns": a, "second_ns": b,
+                "ratio": a / b, "first_faster_rounds": won, "rounds": rounds,
+                "verdict": if has_goal { Some(verdict.name()) } else { None },
             }));
         }
         println!(
@@ -704,9 +755,25 @@ mod tests {
     #[test]
     fn irq_lock_rounds_are_parsed() {
         let log = "[ 1.0] rust_irq_lock_bench: irqlock_bench: lock_with ns=1400.2\n\
-                   [ 1.1] rust_irq_lock_bench: irqlock_bench: rounds won=7 of=10\n";
-        assert_eq!(parse_irq_lock_rounds(log), Some((7, 10)));
-        assert_eq!(parse_irq_lock_rounds("irqlock_bench: rounds won=7"), None);
+                   [ 1.1] rust_irq_lock_bench: irqlock_bench: rounds lock_with_vs_lock won=7 of=10\n\
+                   [ 1.1] rust_irq_lock_bench: irqlock_bench: rounds lock_with_vs_c_spin_lock won=4 of=10\n";
+        assert_eq!(
+            parse_irq_lock_rounds(log, "lock_with", "lock"),
+            Some((7, 10))
+        );
+        assert_eq!(
+            parse_irq_lock_rounds(log, "lock_with", "c_spin_lock"),
+            Some((4, 10))
+        );
+        assert_eq!(parse_irq_lock_rounds(log, "lock", "c_spin_lock"), None);
+        assert_eq!(
+            parse_irq_lock_rounds(
+                "irqlock_bench: rounds lock_with_vs_lock won=7",
+                "lock_with",
+                "lock"
+            ),
+            None
+        );
         // Ten rounds: lock_with faster in 1 is SLOWER (p = 11/1024), in 2 a tie (p = 56/1024).
         assert_eq!(Verdict::of(1.04, 1, 10), Verdict::Slower);
         assert_eq!(Verdict::of(1.04, 2, 10), Verdict::Tie);

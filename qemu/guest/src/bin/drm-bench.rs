@@ -6,6 +6,10 @@
 //! - `dumb_cycle`: create a 256x256 dumb buffer, map it (ioctl and `mmap`), write a byte,
 //!   unmap, destroy; the object's release (the host unref and the deferred free) included.
 //!   `dumb_create`, `dumb_map_write` and `dumb_destroy` split it into its phases.
+//!   `dumb_destroy_enter`, `_build`, `_queue` and `_exit` split the destroy further, timed by
+//!   kprobes over [`SPLIT_CYCLES`] more cycles (medians; a diagnostic, see [`DestroySplit`]),
+//!   and `dumb_destroy_on_cpu` gives how many virtqueue interrupts and driver work items ran on
+//!   the destroying CPU meanwhile (means).
 //! - `create_wait`: `RESOURCE_CREATE` of a 64x64 resource, then `WAIT` on it: the fenced
 //!   command's round trip, from submission through the device and the interrupt handler that
 //!   signals the fence to the waiter woken; then the handle is closed.
@@ -161,11 +165,156 @@ fn transfers(fd: BorrowedFd<'_>) -> Res<std::time::Duration> {
     Ok(took)
 }
 
+/// Dumb cycles whose destroy phase [`destroy_split`] splits.
+const SPLIT_CYCLES: usize = 40;
+
+/// The driver's GEM free callback and the work item that finishes a release after the
+/// device answered the unref (C's dequeue work, Rust's reclaim work).
+fn release_symbols(driver: Driver) -> Res<(String, String)> {
+    match driver {
+        Driver::C => Ok((
+            "virtio_gpu_free_object".into(),
+            "virtio_gpu_dequeue_ctrl_func".into(),
+        )),
+        Driver::Rust => Ok((
+            kprobe::module_symbol("virtio_gpu_rs", &["2BoE13free_callback"])?,
+            kprobe::module_symbol("virtio_gpu_rs", &["7reclaim", "8WorkItem3run"])?,
+        )),
+    }
+}
+
+/// One destroy, split at the entries of the ioctl (`destroy`), the driver's free callback
+/// (`free`), the unref's `virtqueue_add_sgs` (`add`) and `virtqueue_notify` (`kick`), and
+/// the next cycle's create ioctl (`next`, the end: userspace took its time stamp just before),
+/// all in the destroying task. `irqs` and `works` count the virtqueue interrupts and the
+/// driver's work items that ran on the destroying CPU meanwhile: they delay the return to
+/// userspace.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct DestroySplit {
+    enter: u64,
+    build: u64,
+    queue: u64,
+    exit: u64,
+    irqs: u64,
+    works: u64,
+}
+
+impl DestroySplit {
+    /// Each timed part with the case name it is printed under.
+    fn parts(&self) -> [(&'static str, u64); 4] {
+        [
+            ("dumb_destroy_enter", self.enter),
+            ("dumb_destroy_build", self.build),
+            ("dumb_destroy_queue", self.queue),
+            ("dumb_destroy_exit", self.exit),
+        ]
+    }
+}
+
+/// The destroys in `hits`: the [`DestroySplit`] of each that has every point, in order, before
+/// the task's next create; and how many had no kick (the driver found the device did not need
+/// a notification, as `virtqueue_kick_prepare` may) or missed another point.
+fn destroy_splits(hits: &[Hit]) -> (Vec<DestroySplit>, usize) {
+    let mut out = Vec::new();
+    let mut incomplete = 0;
+    for (d, hit) in hits
+        .iter()
+        .enumerate()
+        .filter(|(_, h)| h.event == "destroy")
+    {
+        let (pid, cpu) = (hit.pid, hit.cpu);
+        let Some(end) = hits[d..]
+            .iter()
+            .position(|h| h.event == "next" && h.pid == pid)
+            .map(|i| d + i)
+        else {
+            continue;
+        };
+        let after = |from: usize, event: &str| {
+            hits[from..end]
+                .iter()
+                .position(|h| h.event == event && h.pid == pid)
+                .map(|i| from + i)
+        };
+        let Some((free, add, kick)) = after(d, "free").and_then(|free| {
+            let add = after(free, "add")?;
+            Some((free, add, after(add, "kick")?))
+        }) else {
+            incomplete += 1;
+            continue;
+        };
+        let on_cpu = |event: &str| {
+            hits[d..end]
+                .iter()
+                .filter(|h| h.event == event && h.cpu == cpu)
+                .count() as u64
+        };
+        let ns = |i: usize| hits[i].ns;
+        out.push(DestroySplit {
+            enter: ns(free).saturating_sub(ns(d)),
+            build: ns(add).saturating_sub(ns(free)),
+            queue: ns(kick).saturating_sub(ns(add)),
+            exit: ns(end).saturating_sub(ns(kick)),
+            irqs: on_cpu("irq"),
+            works: on_cpu("work"),
+        });
+    }
+    (out, incomplete)
+}
+
+/// [`SPLIT_CYCLES`] dumb cycles under kprobes: prints the median of each part of the destroy
+/// ([`DestroySplit`]) and the mean interrupts and work items on its CPU. A diagnostic: the
+/// probes' own cost is in every part.
+fn destroy_split(fd: BorrowedFd<'_>, driver: Driver) -> Res<()> {
+    let (free, work) = release_symbols(driver)?;
+    let probes = Probes::set(
+        "drm_bench",
+        &[
+            Probe::entry("destroy", "drm_mode_destroy_dumb_ioctl"),
+            Probe::entry("free", &free),
+            Probe::entry("add", "virtqueue_add_sgs"),
+            Probe::entry("kick", "virtqueue_notify"),
+            Probe::entry("next", "drm_mode_create_dumb_ioctl"),
+            Probe::entry("irq", "vring_interrupt"),
+            Probe::entry("work", &work),
+        ],
+    )?;
+    for _ in 0..SPLIT_CYCLES {
+        dumb_cycle(fd, &mut [Duration::ZERO; 3])?;
+    }
+    // The last destroy's end.
+    let db = drm_ffi::mode::dumbbuffer::create(fd, 1, 1, 32, 0)
+        .map_err(|e| format!("CREATE_DUMB: {e}"))?;
+    let (splits, incomplete) = destroy_splits(&probes.hits()?);
+    drop(probes);
+    drm_ffi::mode::dumbbuffer::destroy(fd, db.handle).map_err(|e| format!("DESTROY_DUMB: {e}"))?;
+    if splits.len() < SPLIT_CYCLES / 2 {
+        return Err(format!(
+            "destroy split: {} of {SPLIT_CYCLES} destroys had every probe hit in order \
+             ({incomplete} without a kick or another point)",
+            splits.len()
+        ));
+    }
+    for (i, (case, _)) in DestroySplit::default().parts().into_iter().enumerate() {
+        let ns = median(splits.iter().map(|s| s.parts()[i].1).collect());
+        println!("drm_bench: {case} ns={ns} destroys={}", splits.len());
+    }
+    let mean = |f: fn(&DestroySplit) -> u64| {
+        splits.iter().map(f).sum::<u64>() as f64 / splits.len() as f64
+    };
+    println!(
+        "drm_bench: dumb_destroy_on_cpu irqs={:.2} works={:.2} incomplete={incomplete}",
+        mean(|s| s.irqs),
+        mean(|s| s.works)
+    );
+    Ok(())
+}
+
 /// The function whose entry shows that `driver` has the display-info answer in hand.
 fn answer_symbol(driver: Driver) -> Res<String> {
     match driver {
         Driver::C => Ok("virtio_gpu_cmd_get_display_info_cb".into()),
-        Driver::Rust => kprobe::module_symbol("virtio_gpu_rs", "8Displays3log"),
+        Driver::Rust => kprobe::module_symbol("virtio_gpu_rs", &["8Displays3log"]),
     }
 }
 
@@ -334,7 +483,8 @@ fn run(fd: BorrowedFd<'_>, driver: Driver) -> Res<()> {
     let ns = took.as_nanos() as f64 / f64::from(TRANSFERS);
     let mb_per_s = 4.0 * f64::from(TRANSFERS) / took.as_secs_f64();
     println!("drm_bench: transfer_4mib ns={ns:.0} mb_per_s={mb_per_s:.1}");
-    display_info(driver)
+    display_info(driver)?;
+    destroy_split(fd, driver)
 }
 
 fn main() -> ExitCode {
@@ -375,8 +525,78 @@ mod tests {
             .map(|(e, ns)| Hit {
                 event: e.to_string(),
                 ns: *ns,
+                cpu: 0,
+                pid: 1,
             })
             .collect()
+    }
+
+    /// Hits of (event, ns, cpu, pid).
+    fn hits_in(xs: &[(&str, u64, u32, u32)]) -> Vec<Hit> {
+        xs.iter()
+            .map(|(e, ns, cpu, pid)| Hit {
+                event: e.to_string(),
+                ns: *ns,
+                cpu: *cpu,
+                pid: *pid,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn destroys_are_split_within_their_task_and_cycle() {
+        let h = hits_in(&[
+            ("next", 1, 0, 7),
+            ("destroy", 10, 0, 7),
+            // Another task's, on the other CPU and on this one: not this destroy's.
+            ("add", 12, 1, 9),
+            ("free", 15, 0, 9),
+            ("free", 20, 0, 7),
+            ("irq", 25, 1, 0),
+            ("add", 30, 0, 7),
+            ("kick", 35, 1, 9),
+            ("kick", 40, 0, 7),
+            ("irq", 45, 0, 7),
+            ("work", 50, 0, 30),
+            ("next", 55, 1, 9),
+            ("irq", 58, 0, 7),
+            ("next", 60, 0, 7),
+            ("work", 61, 0, 30),
+            // No kick before its task's next create: incomplete, and the later kick is not
+            // borrowed.
+            ("destroy", 70, 1, 7),
+            ("free", 71, 1, 7),
+            ("add", 72, 1, 7),
+            ("next", 74, 1, 7),
+            ("destroy", 80, 1, 7),
+            ("free", 81, 1, 7),
+            ("add", 82, 1, 7),
+            ("kick", 83, 1, 7),
+            ("next", 90, 1, 7),
+        ]);
+        let (splits, incomplete) = destroy_splits(&h);
+        assert_eq!(
+            splits,
+            vec![
+                DestroySplit {
+                    enter: 10,
+                    build: 10,
+                    queue: 10,
+                    exit: 20,
+                    irqs: 2,
+                    works: 1,
+                },
+                DestroySplit {
+                    enter: 1,
+                    build: 1,
+                    queue: 1,
+                    exit: 7,
+                    irqs: 0,
+                    works: 0,
+                },
+            ]
+        );
+        assert_eq!(incomplete, 1);
     }
 
     #[test]

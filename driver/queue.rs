@@ -385,17 +385,23 @@ pub(crate) struct Command {
 impl Command {
     /// A command of the bytes `cmd` with room for a response of `resp_len` bytes.
     pub(crate) fn new(cmd: Encoded, resp_len: usize) -> Result<KBox<Self>> {
-        Self::with_response(cmd, Response::new(resp_len)?)
+        Self::with_response(cmd, Response::new(resp_len)?, KVec::new(), None)
     }
 
-    fn with_response(cmd: Encoded, resp: Response) -> Result<KBox<Self>> {
+    /// The one allocation of a command, made with all its parts, so none is written twice.
+    fn with_response(
+        cmd: Encoded,
+        resp: Response,
+        data: KVec<u8>,
+        reclaim: Option<Reclaimed>,
+    ) -> Result<KBox<Self>> {
         Ok(KBox::new(
             Self {
                 cmd,
-                data: KVec::new(),
+                data,
                 resp,
                 reply: None,
-                reclaim: None,
+                reclaim,
                 fence: None,
                 next: None,
             },
@@ -406,9 +412,7 @@ impl Command {
     /// A command of the bytes `cmd` followed by `data`, with room for a response of `resp_len`
     /// bytes.
     pub(crate) fn with_data(cmd: Encoded, data: KVec<u8>, resp_len: usize) -> Result<KBox<Self>> {
-        let mut this = Self::new(cmd, resp_len)?;
-        this.data = data;
-        Ok(this)
+        Self::with_response(cmd, Response::new(resp_len)?, data, None)
     }
 
     /// A command of the bytes `cmd`, followed by the data of `kept` if any, with room for a
@@ -419,9 +423,7 @@ impl Command {
     /// reset at unbind; if the command is dropped unsent, the object is leaked (see
     /// [`crate::reclaim`]).
     pub(crate) fn keeping(cmd: Encoded, kept: Reclaimed, resp_len: usize) -> Result<KBox<Self>> {
-        let mut this = Self::new(cmd, resp_len)?;
-        this.reclaim = Some(kept);
-        Ok(this)
+        Self::with_response(cmd, Response::new(resp_len)?, KVec::new(), Some(kept))
     }
 
     /// Makes this a fenced command of seqno `seqno`.
@@ -650,7 +652,7 @@ impl<'bound> CommandQueue<'bound> {
             return Err(EINVAL);
         }
         let reply = Arc::pin_init(Reply::new(resp_len), GFP_KERNEL)?;
-        let mut command = Command::with_response(cmd, Response::None)?;
+        let mut command = Command::with_response(cmd, Response::None, KVec::new(), None)?;
         command.reply = Some(reply.clone());
         self.add(command, kick)?;
         Ok(Call { reply })

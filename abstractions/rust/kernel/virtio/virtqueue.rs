@@ -138,16 +138,50 @@ impl<'a> Sg<'a> {
     }
 }
 
-/// The number of scatter-gather entries a part needs: one for memory of the linear map (it is
-/// physically contiguous), one per page for vmalloc or module memory. `EINVAL` for memory that
-/// is neither, or vmalloc space without pages behind it (an I/O mapping).
-fn entries_for(part: &Part) -> Result<usize> {
+/// Where a part's memory is, which decides how its scatter-gather entries are made.
+///
+/// # Invariants
+///
+/// - `Linear`: the part's memory is in the linear map, physically contiguous from its first byte
+///   to its last.
+/// - `Paged(n)`: the part's memory is vmalloc or module memory with a page behind each of its `n`
+///   pages.
+#[derive(Clone, Copy)]
+enum Layout {
+    Linear,
+    Paged(usize),
+}
+
+impl Layout {
+    /// The number of scatter-gather entries the part needs.
+    fn entries(self) -> usize {
+        match self {
+            Layout::Linear => 1,
+            Layout::Paged(n) => n,
+        }
+    }
+}
+
+/// Where `part` is: in the linear map (one entry), or in vmalloc or module memory (one entry
+/// per page). `EINVAL` for memory that is neither, or vmalloc space without pages behind it (an
+/// I/O mapping).
+///
+/// `boxed` is the memory of the request's own box: a part inside it is `kmalloc` memory (the
+/// allocator of [`KBox`]), which is in the linear map and physically contiguous, so it is
+/// taken without asking (each `virt_addr_valid` takes and releases an RCU read lock, which
+/// lockdep tracks: the checks cost more than building a header's entry).
+fn layout_of(part: &Part, boxed: core::ops::Range<usize>) -> Result<Layout> {
     let start = part.addr.as_ptr() as usize;
     let last = start + (part.len - 1);
+    if boxed.contains(&start) && boxed.contains(&last) {
+        // INVARIANT: `kmalloc` memory, as the doc comment says.
+        return Ok(Layout::Linear);
+    }
     // SAFETY: `virt_addr_valid` only inspects the address.
     let linear = |a: usize| unsafe { bindings::virt_addr_valid(a as *const c_void) };
     if linear(start) && linear(last) {
-        return Ok(1);
+        // INVARIANT: Both ends are in the linear map, which maps physical memory in one piece.
+        return Ok(Layout::Linear);
     }
     // SAFETY: `is_vmalloc_or_module_addr` only inspects the address.
     if unsafe { bindings::is_vmalloc_or_module_addr(start as *const c_void) } == 0 {
@@ -165,38 +199,43 @@ fn entries_for(part: &Part) -> Result<usize> {
         n += 1;
         addr += page;
     }
-    Ok(n)
+    // INVARIANT: Vmalloc or module memory, each of whose `n` pages has a page behind it.
+    Ok(Layout::Paged(n))
 }
 
-/// Fills `list`, `n` entries long, with `part`'s memory as [`entries_for`] counted it.
+/// Fills `list` with `part`'s memory, laid out as `layout` says.
 ///
 /// # Safety
 ///
-/// `list` must point to `n` initialised entries, `n == entries_for(part)`.
-unsafe fn fill(list: *mut bindings::scatterlist, part: &Part, n: usize) {
+/// `list` must point to `layout.entries()` initialised entries, and `layout` must be what
+/// [`layout_of`] found for `part`.
+unsafe fn fill(list: *mut bindings::scatterlist, part: &Part, layout: Layout) {
     let page = bindings::PAGE_SIZE;
     let start = part.addr.as_ptr() as usize;
-    // SAFETY: `virt_addr_valid` only inspects the address.
-    if n == 1 && unsafe { bindings::virt_addr_valid(start as *const c_void) } {
-        // SAFETY: `start` is in the linear map, so `virt_to_page` gives its page; the memory from
-        // there is physically contiguous for `len` bytes (see `entries_for`); `list` is valid.
-        unsafe {
-            bindings::sg_set_page(
-                list,
-                bindings::virt_to_page(start as *const c_void),
-                part.len as u32,
-                (start % page) as u32,
-            )
-        };
-        return;
-    }
+    let n = match layout {
+        Layout::Linear => {
+            // SAFETY: By the invariant of `Layout::Linear`, `start` is in the linear map, so
+            // `virt_to_page` gives its page, and the memory from there is physically contiguous
+            // for `len` bytes; `list` has one valid entry (function safety requirement).
+            unsafe {
+                bindings::sg_set_page(
+                    list,
+                    bindings::virt_to_page(start as *const c_void),
+                    part.len as u32,
+                    (start % page) as u32,
+                )
+            };
+            return;
+        }
+        Layout::Paged(n) => n,
+    };
     let end = start + part.len;
     let mut addr = start;
     for i in 0..n {
         let offset = addr % page;
         let len = core::cmp::min(page - offset, end - addr);
-        // SAFETY: `addr` is vmalloc or module memory with a page behind it (see `entries_for`);
-        // entry `i < n` of `list` is valid (function safety requirement).
+        // SAFETY: By the invariant of `Layout::Paged`, `addr` is vmalloc or module memory with a
+        // page behind it; entry `i < n` of `list` is valid (function safety requirement).
         unsafe {
             let p = bindings::vmalloc_to_page(addr as *const c_void);
             bindings::sg_set_page(list.add(i), p, len as u32, offset as u32);
@@ -294,40 +333,43 @@ impl<B: Buffer> Request<B> {
 
     /// Builds the scatter-gather lists of `buf`: the entries, the head of each part's list,
     /// and the numbers of device-readable and device-writable parts.
-    fn lists(buf: &mut B, flags: Flags) -> Result<(Entries, [usize; MAX_PARTS], u32, u32)> {
+    fn lists(buf: &mut KBox<B>, flags: Flags) -> Result<(Entries, [usize; MAX_PARTS], u32, u32)> {
+        // The box's own memory, from `kmalloc` (see `layout_of`).
+        let start = core::ptr::from_mut::<B>(buf) as usize;
+        let boxed = start..start + core::mem::size_of::<B>();
         let mut sg = Sg::new();
         buf.describe(&mut sg)?;
         // Plain addresses from here on: the borrow of `buf` ends, the box keeps the memory.
-        let Sg {
-            parts, out, count, ..
-        } = sg;
-        if count == 0 {
+        if sg.count == 0 {
             return Err(EINVAL);
         }
 
-        let mut counts = [0usize; MAX_PARTS];
-        for (count, part) in counts.iter_mut().zip(parts.iter().flatten()) {
-            *count = entries_for(part)?;
+        let mut layouts = [Layout::Linear; MAX_PARTS];
+        for (layout, part) in layouts.iter_mut().zip(sg.parts.iter().flatten()) {
+            *layout = layout_of(part, boxed.clone())?;
         }
-        let total = counts.iter().sum();
+        let total = layouts.iter().take(sg.count).map(|l| l.entries()).sum();
         let mut sgs = Entries::zeroed(total, flags)?;
 
         // The lists are carved out of one base pointer, used only until `sgs` moves.
         let base = sgs.as_mut_ptr();
         let mut heads = [0; MAX_PARTS];
         let mut next = 0;
-        for (i, part) in parts.iter().flatten().enumerate() {
-            let n = counts[i];
+        for (i, part) in sg.parts.iter().flatten().enumerate() {
+            let layout = layouts[i];
+            let n = layout.entries();
             // SAFETY: `next + n <= total`, and `sgs` has at least `total` entries.
             let list = unsafe { base.add(next) };
             // SAFETY: `list` points to `n` entries of `sgs`; this zeroes them and marks the last
             // as the end of the list.
             unsafe { bindings::sg_init_table(list, n as u32) };
-            // SAFETY: `list` has `n == entries_for(part)` initialised entries.
-            unsafe { fill(list, part, n) };
+            // SAFETY: `list` has `n == layout.entries()` initialised entries, and `layout` is what
+            // `layout_of` found for `part`.
+            unsafe { fill(list, part, layout) };
             heads[i] = next;
             next += n;
         }
+        let (out, count) = (sg.out, sg.count);
 
         // INVARIANT (of the `Request` made of these): Each part has its own terminated list in
         // `sgs`, device-readable parts first, and all name memory borrowed from `buf`'s

@@ -388,7 +388,7 @@ impl Command {
         Self::with_response(cmd, Response::new(resp_len)?, KVec::new(), None)
     }
 
-    /// The one allocation of a command, made with all its parts, so none is written twice.
+    /// Boxes a command with its parts in place (all but the reply, which a call sets after).
     fn with_response(
         cmd: Encoded,
         resp: Response,

@@ -84,6 +84,11 @@ pub trait Buffer: Send + 'static {
 }
 
 /// One contiguous stretch of virtual memory of a [`Request`].
+///
+/// # Invariants
+///
+/// `len` is in `1..=u32::MAX`, and `addr..addr + len` is memory borrowed from a [`Buffer`]'s
+/// contents (so it does not wrap around the address space).
 #[derive(Clone, Copy)]
 struct Part {
     addr: NonNull<u8>,
@@ -115,6 +120,7 @@ impl<'a> Sg<'a> {
             return Err(EINVAL);
         }
         let slot = self.parts.get_mut(self.count).ok_or(E2BIG)?;
+        // INVARIANT: `len` was checked above; the callers pass a borrowed slice.
         *slot = Some(Part { addr, len });
         self.count += 1;
         Ok(())
@@ -138,26 +144,22 @@ impl<'a> Sg<'a> {
     }
 }
 
-/// Where a part's memory is, which decides how its scatter-gather entries are made.
-///
-/// # Invariants
-///
-/// - `Linear`: the part's memory is in the linear map, physically contiguous from its first byte
-///   to its last.
-/// - `Paged(n)`: the part's memory is vmalloc or module memory with a page behind each of its `n`
-///   pages.
+/// Where a part's memory is, which decides how its scatter-gather entries are made: see
+/// [`placement_of`], the only place one is made.
 #[derive(Clone, Copy)]
-enum Layout {
+enum Placement {
+    /// In the linear map, physically contiguous: one entry.
     Linear,
+    /// Vmalloc or module memory: one entry for each of `n` pages.
     Paged(usize),
 }
 
-impl Layout {
+impl Placement {
     /// The number of scatter-gather entries the part needs.
     fn entries(self) -> usize {
         match self {
-            Layout::Linear => 1,
-            Layout::Paged(n) => n,
+            Placement::Linear => 1,
+            Placement::Paged(n) => n,
         }
     }
 }
@@ -166,22 +168,37 @@ impl Layout {
 /// per page). `EINVAL` for memory that is neither, or vmalloc space without pages behind it (an
 /// I/O mapping).
 ///
-/// `boxed` is the memory of the request's own box: a part inside it is `kmalloc` memory (the
-/// allocator of [`KBox`]), which is in the linear map and physically contiguous, so it is
-/// taken without asking (each `virt_addr_valid` takes and releases an RCU read lock, which
-/// lockdep tracks: the checks cost more than building a header's entry).
-fn layout_of(part: &Part, boxed: core::ops::Range<usize>) -> Result<Layout> {
+/// A part inside `boxed` is taken as linear without asking: each `virt_addr_valid` takes and
+/// releases an RCU read lock, which lockdep tracks, and costs more than building a header's
+/// entry.
+///
+/// # Guarantees
+///
+/// `Linear`: `part`'s memory is in the linear map, physically contiguous from its first byte
+/// to its last. `Paged(n)`: it is vmalloc or module memory, `n` is the number of pages that
+/// `part` spans, and each has a page behind it.
+///
+/// # Safety
+///
+/// `boxed` must be empty or lie within a live allocation made by
+/// [`Kmalloc`](crate::alloc::allocator::Kmalloc).
+unsafe fn placement_of(part: &Part, boxed: &core::ops::Range<usize>) -> Result<Placement> {
     let start = part.addr.as_ptr() as usize;
+    // No overflow: `len >= 1` and the memory does not wrap (type invariant of `Part`).
     let last = start + (part.len - 1);
     if boxed.contains(&start) && boxed.contains(&last) {
-        // INVARIANT: `kmalloc` memory, as the doc comment says.
-        return Ok(Layout::Linear);
+        // GUARANTEE: `boxed` is in a live `Kmalloc` allocation (safety requirement), and so is
+        // `part`. `Kmalloc` allocates with `krealloc`: a slab object (slab pages come from the
+        // page allocator without `__GFP_HIGHMEM`), a compound page for sizes above the largest
+        // cache, or a KFENCE object (memblock memory, at most a page); each is in the linear map
+        // and physically contiguous.
+        return Ok(Placement::Linear);
     }
     // SAFETY: `virt_addr_valid` only inspects the address.
     let linear = |a: usize| unsafe { bindings::virt_addr_valid(a as *const c_void) };
     if linear(start) && linear(last) {
-        // INVARIANT: Both ends are in the linear map, which maps physical memory in one piece.
-        return Ok(Layout::Linear);
+        // GUARANTEE: Both ends are in the linear map, which maps physical memory in one piece.
+        return Ok(Placement::Linear);
     }
     // SAFETY: `is_vmalloc_or_module_addr` only inspects the address.
     if unsafe { bindings::is_vmalloc_or_module_addr(start as *const c_void) } == 0 {
@@ -199,24 +216,27 @@ fn layout_of(part: &Part, boxed: core::ops::Range<usize>) -> Result<Layout> {
         n += 1;
         addr += page;
     }
-    // INVARIANT: Vmalloc or module memory, each of whose `n` pages has a page behind it.
-    Ok(Layout::Paged(n))
+    // GUARANTEE: Vmalloc or module memory; `n` counts the pages from `start`'s to `last`'s, each
+    // with a page behind it.
+    Ok(Placement::Paged(n))
 }
 
-/// Fills `list` with `part`'s memory, laid out as `layout` says.
+/// Fills `list` with `part`'s memory, placed as `placement` says.
 ///
 /// # Safety
 ///
-/// `list` must point to `layout.entries()` initialised entries, and `layout` must be what
-/// [`layout_of`] found for `part`.
-unsafe fn fill(list: *mut bindings::scatterlist, part: &Part, layout: Layout) {
+/// `list` must point to `placement.entries()` initialised entries. If `placement` is `Linear`,
+/// `part`'s memory must be in the linear map and physically contiguous; if it is `Paged(n)`, it
+/// must be vmalloc or module memory spanning `n` pages, each with a page behind it (what
+/// [`placement_of`] guarantees).
+unsafe fn fill(list: *mut bindings::scatterlist, part: &Part, placement: Placement) {
     let page = bindings::PAGE_SIZE;
     let start = part.addr.as_ptr() as usize;
-    let n = match layout {
-        Layout::Linear => {
-            // SAFETY: By the invariant of `Layout::Linear`, `start` is in the linear map, so
-            // `virt_to_page` gives its page, and the memory from there is physically contiguous
-            // for `len` bytes; `list` has one valid entry (function safety requirement).
+    let n = match placement {
+        Placement::Linear => {
+            // SAFETY: `start` is in the linear map (safety requirement), so `virt_to_page` gives
+            // its page, and the memory from there is physically contiguous for `len` bytes;
+            // `list` has one valid entry (safety requirement).
             unsafe {
                 bindings::sg_set_page(
                     list,
@@ -227,15 +247,15 @@ unsafe fn fill(list: *mut bindings::scatterlist, part: &Part, layout: Layout) {
             };
             return;
         }
-        Layout::Paged(n) => n,
+        Placement::Paged(n) => n,
     };
     let end = start + part.len;
     let mut addr = start;
     for i in 0..n {
         let offset = addr % page;
         let len = core::cmp::min(page - offset, end - addr);
-        // SAFETY: By the invariant of `Layout::Paged`, `addr` is vmalloc or module memory with a
-        // page behind it; entry `i < n` of `list` is valid (function safety requirement).
+        // SAFETY: `addr` is in one of the `n` pages `part` spans, vmalloc or module memory with a
+        // page behind it (safety requirement); entry `i < n` of `list` is valid.
         unsafe {
             let p = bindings::vmalloc_to_page(addr as *const c_void);
             bindings::sg_set_page(list.add(i), p, len as u32, offset as u32);
@@ -334,38 +354,45 @@ impl<B: Buffer> Request<B> {
     /// Builds the scatter-gather lists of `buf`: the entries, the head of each part's list,
     /// and the numbers of device-readable and device-writable parts.
     fn lists(buf: &mut KBox<B>, flags: Flags) -> Result<(Entries, [usize; MAX_PARTS], u32, u32)> {
-        // The box's own memory, from `kmalloc` (see `layout_of`).
-        let start = core::ptr::from_mut::<B>(buf) as usize;
+        // The box's own memory, allocated by `Kmalloc` (`KBox`), alive while `buf` is.
+        let start = core::ptr::from_ref::<B>(&**buf) as usize;
         let boxed = start..start + core::mem::size_of::<B>();
         let mut sg = Sg::new();
         buf.describe(&mut sg)?;
-        // Plain addresses from here on: the borrow of `buf` ends, the box keeps the memory.
+        // `sg` holds plain addresses in the box's memory or memory the box owns: `buf` is not
+        // used again while they are read.
         if sg.count == 0 {
             return Err(EINVAL);
         }
 
-        let mut layouts = [Layout::Linear; MAX_PARTS];
-        for (layout, part) in layouts.iter_mut().zip(sg.parts.iter().flatten()) {
-            *layout = layout_of(part, boxed.clone())?;
+        let mut placements = [None; MAX_PARTS];
+        for (placement, part) in placements.iter_mut().zip(sg.parts.iter().flatten()) {
+            // SAFETY: `boxed` is the memory of the live box `buf`, allocated by `Kmalloc`.
+            *placement = Some(unsafe { placement_of(part, &boxed) }?);
         }
-        let total = layouts.iter().take(sg.count).map(|l| l.entries()).sum();
+        let total = placements.iter().flatten().map(|p| p.entries()).sum();
         let mut sgs = Entries::zeroed(total, flags)?;
 
         // The lists are carved out of one base pointer, used only until `sgs` moves.
         let base = sgs.as_mut_ptr();
         let mut heads = [0; MAX_PARTS];
         let mut next = 0;
-        for (i, part) in sg.parts.iter().flatten().enumerate() {
-            let layout = layouts[i];
-            let n = layout.entries();
+        for (i, (part, placement)) in sg
+            .parts
+            .iter()
+            .flatten()
+            .zip(placements.iter().flatten())
+            .enumerate()
+        {
+            let n = placement.entries();
             // SAFETY: `next + n <= total`, and `sgs` has at least `total` entries.
             let list = unsafe { base.add(next) };
             // SAFETY: `list` points to `n` entries of `sgs`; this zeroes them and marks the last
             // as the end of the list.
             unsafe { bindings::sg_init_table(list, n as u32) };
-            // SAFETY: `list` has `n == layout.entries()` initialised entries, and `layout` is what
-            // `layout_of` found for `part`.
-            unsafe { fill(list, part, layout) };
+            // SAFETY: `list` has `n == placement.entries()` initialised entries, and `placement`
+            // is what `placement_of` guaranteed for `part`.
+            unsafe { fill(list, part, *placement) };
             heads[i] = next;
             next += n;
         }

@@ -75,7 +75,7 @@ mod suite {
     }
 
     /// The entries of list `i` of a request: (page, offset in it, length) each.
-    fn list(req: &Request<Parts>, i: usize) -> KVec<(usize, u32, u32)> {
+    fn list<B: Buffer>(req: &Request<B>, i: usize) -> KVec<(usize, u32, u32)> {
         let mut out = KVec::new();
         let entries: &[bindings::scatterlist] = match &req.sgs {
             Entries::Inline(sgs) => sgs,
@@ -110,6 +110,45 @@ mod suite {
             (req.buf.reads[0].as_ptr(), 24u32),
             (req.buf.reads[1].as_ptr(), 5000),
             (req.buf.writes[0].as_ptr(), 408),
+        ];
+        for (i, &(p, len)) in parts.iter().enumerate() {
+            let got = list(&req, i);
+            let (page, offset) = linear(p);
+            assert_eq!(got.len(), 1);
+            assert_eq!(got[0], (page, offset, len));
+        }
+        Ok(())
+    }
+
+    /// A buffer whose parts live in the box itself, as a command's header and response do;
+    /// `big` is larger than the largest kmalloc cache, so the box is a compound page.
+    #[derive(Zeroable)]
+    struct InBox {
+        cmd: [u8; 24],
+        big: [u8; 3 * bindings::PAGE_SIZE],
+        resp: [u8; 24],
+    }
+
+    impl Buffer for InBox {
+        fn describe<'a>(&'a mut self, sg: &mut Sg<'a>) -> Result {
+            sg.device_reads(&self.cmd)?;
+            sg.device_reads(&self.big)?;
+            sg.device_writes(&mut self.resp)
+        }
+    }
+
+    #[test]
+    fn parts_in_the_box_are_one_linear_entry_each() -> Result {
+        // Made in place: `big` does not fit on the stack.
+        let mut boxed: KBox<InBox> = KBox::init(pin_init::init_zeroed(), GFP_KERNEL)?;
+        boxed.cmd.fill(1);
+        boxed.big.fill(2);
+        let req = Request::new(boxed, GFP_KERNEL)?;
+        assert_eq!((req.out, req.ins), (2, 1));
+        let parts = [
+            (req.buf.cmd.as_ptr(), 24u32),
+            (req.buf.big.as_ptr(), 3 * bindings::PAGE_SIZE as u32),
+            (req.buf.resp.as_ptr(), 24),
         ];
         for (i, &(p, len)) in parts.iter().enumerate() {
             let got = list(&req, i);

@@ -385,11 +385,11 @@ pub(crate) struct Command {
 impl Command {
     /// A command of the bytes `cmd` with room for a response of `resp_len` bytes.
     pub(crate) fn new(cmd: Encoded, resp_len: usize) -> Result<KBox<Self>> {
-        Self::with_response(cmd, Response::new(resp_len)?, KVec::new(), None)
+        Self::boxed(cmd, Response::new(resp_len)?, KVec::new(), None)
     }
 
     /// Boxes a command with its parts in place (all but the reply, which a call sets after).
-    fn with_response(
+    fn boxed(
         cmd: Encoded,
         resp: Response,
         data: KVec<u8>,
@@ -412,7 +412,7 @@ impl Command {
     /// A command of the bytes `cmd` followed by `data`, with room for a response of `resp_len`
     /// bytes.
     pub(crate) fn with_data(cmd: Encoded, data: KVec<u8>, resp_len: usize) -> Result<KBox<Self>> {
-        Self::with_response(cmd, Response::new(resp_len)?, data, None)
+        Self::boxed(cmd, Response::new(resp_len)?, data, None)
     }
 
     /// A command of the bytes `cmd`, followed by the data of `kept` if any, with room for a
@@ -423,7 +423,7 @@ impl Command {
     /// reset at unbind; if the command is dropped unsent, the object is leaked (see
     /// [`crate::reclaim`]).
     pub(crate) fn keeping(cmd: Encoded, kept: Reclaimed, resp_len: usize) -> Result<KBox<Self>> {
-        Self::with_response(cmd, Response::new(resp_len)?, KVec::new(), Some(kept))
+        Self::boxed(cmd, Response::new(resp_len)?, KVec::new(), Some(kept))
     }
 
     /// Makes this a fenced command of seqno `seqno`.
@@ -652,7 +652,7 @@ impl<'bound> CommandQueue<'bound> {
             return Err(EINVAL);
         }
         let reply = Arc::pin_init(Reply::new(resp_len), GFP_KERNEL)?;
-        let mut command = Command::with_response(cmd, Response::None, KVec::new(), None)?;
+        let mut command = Command::boxed(cmd, Response::None, KVec::new(), None)?;
         command.reply = Some(reply.clone());
         self.add(command, kick)?;
         Ok(Call { reply })

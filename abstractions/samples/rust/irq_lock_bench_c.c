@@ -20,6 +20,33 @@ static DEFINE_SPINLOCK(bench_lock);
 /* Incremented under bench_lock, so the caller can check the loops ran. */
 static u64 bench_count;
 
+/*
+ * The time of @iters lock and unlock pairs, taken with spin_lock() or, if
+ * @irq_disable, spin_lock_irq_disable(). Always inlined into each caller with
+ * a constant @irq_disable, so each loop calls its lock functions directly,
+ * with no test in it.
+ */
+static __always_inline s64 time_pairs(u32 iters, bool irq_disable)
+{
+	u64 start;
+	u32 i;
+
+	lockdep_assert_irqs_disabled();
+	start = ktime_get_ns();
+	for (i = 0; i < iters; i++) {
+		if (irq_disable)
+			spin_lock_irq_disable(&bench_lock);
+		else
+			spin_lock(&bench_lock);
+		bench_count++;
+		if (irq_disable)
+			spin_unlock_irq_enable(&bench_lock);
+		else
+			spin_unlock(&bench_lock);
+	}
+	return ktime_get_ns() - start;
+}
+
 /**
  * irq_lock_bench_c_spin_lock - take and release a lock with spin_lock()
  * @iters: number of lock and unlock pairs
@@ -29,17 +56,7 @@ static u64 bench_count;
  */
 s64 irq_lock_bench_c_spin_lock(u32 iters)
 {
-	u64 start;
-	u32 i;
-
-	lockdep_assert_irqs_disabled();
-	start = ktime_get_ns();
-	for (i = 0; i < iters; i++) {
-		spin_lock(&bench_lock);
-		bench_count++;
-		spin_unlock(&bench_lock);
-	}
-	return ktime_get_ns() - start;
+	return time_pairs(iters, false);
 }
 EXPORT_SYMBOL_GPL(irq_lock_bench_c_spin_lock);
 
@@ -53,17 +70,7 @@ EXPORT_SYMBOL_GPL(irq_lock_bench_c_spin_lock);
  */
 s64 irq_lock_bench_c_spin_lock_irq_disable(u32 iters)
 {
-	u64 start;
-	u32 i;
-
-	lockdep_assert_irqs_disabled();
-	start = ktime_get_ns();
-	for (i = 0; i < iters; i++) {
-		spin_lock_irq_disable(&bench_lock);
-		bench_count++;
-		spin_unlock_irq_enable(&bench_lock);
-	}
-	return ktime_get_ns() - start;
+	return time_pairs(iters, true);
 }
 EXPORT_SYMBOL_GPL(irq_lock_bench_c_spin_lock_irq_disable);
 

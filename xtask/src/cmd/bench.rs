@@ -65,14 +65,17 @@ pub fn parse_arc_bench(log: &str) -> Vec<(String, f64)> {
     parse_ns_lines(log, "arc_bench")
 }
 
+/// What follows `marker` on each line of a serial log that has it (time stamps stripped).
+fn after_marker<'a>(log: &'a str, marker: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+    log.lines()
+        .filter_map(move |line| crate::ktap::strip_timestamp(line).split(marker).nth(1))
+}
+
 /// Reads `<prefix>: <case> ns=<n> [more=<m> ...]` lines from a serial log.
 pub fn parse_ns_lines(log: &str, prefix: &str) -> Vec<(String, f64)> {
     let marker = format!("{prefix}: ");
-    log.lines()
-        .filter_map(|line| {
-            let rest = crate::ktap::strip_timestamp(line)
-                .split(marker.as_str())
-                .nth(1)?;
+    after_marker(log, &marker)
+        .filter_map(|rest| {
             let case = rest.split_whitespace().next()?;
             Some((case.to_string(), field(rest, "ns=")?))
         })
@@ -326,12 +329,9 @@ pub const IRQ_LOCK_PAIRS: [(&str, &str, &str, bool); 3] = [
 /// case `first` was faster than `other`.
 pub fn parse_irq_lock_rounds(log: &str, first: &str, other: &str) -> Option<(usize, usize)> {
     let marker = format!("irqlock_bench: rounds {first}_vs_{other} ");
-    log.lines().find_map(|line| {
-        let rest = crate::ktap::strip_timestamp(line)
-            .split(marker.as_str())
-            .nth(1)?;
-        Some((field(rest, "won=")?, field(rest, "of=")?))
-    })
+    let found = after_marker(log, &marker)
+        .find_map(|rest| Some((field(rest, "won=")?, field(rest, "of=")?)));
+    found
 }
 
 /// Sets the rounds of the Rust driver against those of C, case by case (in C's order). A case
@@ -403,15 +403,16 @@ pub fn run(
         )?;
         let arc_on = parse_arc_bench(&out.log);
         let irq_lock = parse_ns_lines(&out.log, "irqlock_bench");
+        let irq_lock_rounds: Vec<Option<(usize, usize)>> = IRQ_LOCK_PAIRS
+            .iter()
+            .map(|(a, b, ..)| parse_irq_lock_rounds(&out.log, a, b))
+            .collect();
         failed |= !bench_boot_ok(
             arch,
             &out,
             &steps,
             "irqlock_bench: done",
-            irq_lock.len() == 4
-                && IRQ_LOCK_PAIRS
-                    .iter()
-                    .all(|(a, b, ..)| parse_irq_lock_rounds(&out.log, a, b).is_some()),
+            irq_lock.len() == 4 && irq_lock_rounds.iter().all(Option::is_some),
         );
         for (prefix, _) in RUST_VS_C {
             let found = !parse_bench(&out.log, prefix).is_empty();
@@ -564,11 +565,13 @@ pub fn run(
             "{:<38} {:>10} {:>10} {:>8} {:>5} {:>7}",
             "lock+unlock pair", "first ns", "second ns", "ratio", "won", "goal"
         );
-        for (first, other, title, has_goal) in IRQ_LOCK_PAIRS {
+        for ((first, other, title, has_goal), rounds) in
+            IRQ_LOCK_PAIRS.into_iter().zip(&irq_lock_rounds)
+        {
             let (Some(a), Some(b)) = (ns_of(first), ns_of(other)) else {
                 continue;
             };
-            let (won, rounds) = parse_irq_lock_rounds(&out.log, first, other).unwrap_or((0, 0));
+            let (won, rounds) = rounds.unwrap_or((0, 0));
             let verdict = Verdict::of(a / b, won, rounds);
             let goal = if has_goal { verdict.name() } else { "-" };
             println!(

@@ -365,25 +365,19 @@ impl<B: Buffer> Request<B> {
             return Err(EINVAL);
         }
 
-        let mut placements = [None; MAX_PARTS];
-        for (placement, part) in placements.iter_mut().zip(sg.parts.iter().flatten()) {
+        let mut placed = [None; MAX_PARTS];
+        for (slot, part) in placed.iter_mut().zip(sg.parts.iter().flatten()) {
             // SAFETY: `boxed` is the memory of the live box `buf`, allocated by `Kmalloc`.
-            *placement = Some(unsafe { placement_of(part, &boxed) }?);
+            *slot = Some((*part, unsafe { placement_of(part, &boxed) }?));
         }
-        let total = placements.iter().flatten().map(|p| p.entries()).sum();
+        let total = placed.iter().flatten().map(|(_, p)| p.entries()).sum();
         let mut sgs = Entries::zeroed(total, flags)?;
 
         // The lists are carved out of one base pointer, used only until `sgs` moves.
         let base = sgs.as_mut_ptr();
         let mut heads = [0; MAX_PARTS];
         let mut next = 0;
-        for (i, (part, placement)) in sg
-            .parts
-            .iter()
-            .flatten()
-            .zip(placements.iter().flatten())
-            .enumerate()
-        {
+        for (i, (part, placement)) in placed.iter().flatten().enumerate() {
             let n = placement.entries();
             // SAFETY: `next + n <= total`, and `sgs` has at least `total` entries.
             let list = unsafe { base.add(next) };

@@ -189,7 +189,7 @@ fn release_symbols(driver: Driver) -> Res<(String, String)> {
 /// all in the destroying task. `irqs` and `works` count the virtqueue interrupts and the
 /// driver's work items that ran on the destroying CPU meanwhile: they delay the return to
 /// userspace.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 struct DestroySplit {
     enter: u64,
     build: u64,
@@ -295,10 +295,8 @@ fn destroy_split(fd: BorrowedFd<'_>, driver: Driver) -> Res<()> {
             splits.len()
         ));
     }
-    for (i, (case, _)) in DestroySplit::default().parts().into_iter().enumerate() {
-        let ns = median(splits.iter().map(|s| s.parts()[i].1).collect());
-        println!("drm_bench: {case} ns={ns} destroys={}", splits.len());
-    }
+    let parts: Vec<_> = splits.iter().map(DestroySplit::parts).collect();
+    print_medians(&parts, &format!("destroys={}", splits.len()));
     let mean = |f: fn(&DestroySplit) -> u64| {
         splits.iter().map(f).sum::<u64>() as f64 / splits.len() as f64
     };
@@ -319,7 +317,7 @@ fn answer_symbol(driver: Driver) -> Res<String> {
 }
 
 /// The spans of one display change, in ns, from the hits of its probes.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 struct Spans {
     /// From the first configuration interrupt to the first answer after it.
     whole: u64,
@@ -416,6 +414,18 @@ fn settle(probes: &Probes) -> Res<()> {
     ))
 }
 
+/// Prints `drm_bench: <case> ns=<median> <count>` for each case of `rows`, one row per
+/// measurement, every row naming the same cases in the same order.
+fn print_medians<const N: usize>(rows: &[[(&'static str, u64); N]], count: &str) {
+    let Some(first) = rows.first() else {
+        return;
+    };
+    for (i, (case, _)) in first.iter().enumerate() {
+        let ns = median(rows.iter().map(|r| r[i].1).collect());
+        println!("drm_bench: {case} ns={ns} {count}");
+    }
+}
+
 /// The median of `xs` (the upper middle one for an even count); 0 if empty.
 fn median(mut xs: Vec<u64>) -> u64 {
     xs.sort_unstable();
@@ -456,10 +466,8 @@ fn display_info(driver: Driver) -> Res<()> {
         changes.push(display_change(&probes, size)?);
         settle(&probes)?;
     }
-    for (i, (case, _)) in Spans::default().cases().into_iter().enumerate() {
-        let ns = median(changes.iter().map(|s| s.cases()[i].1).collect());
-        println!("drm_bench: {case} ns={ns} resizes={RESIZES}");
-    }
+    let cases: Vec<_> = changes.iter().map(Spans::cases).collect();
+    print_medians(&cases, &format!("resizes={RESIZES}"));
     Ok(())
 }
 
@@ -520,15 +528,10 @@ fn main() -> ExitCode {
 mod tests {
     use super::*;
 
+    /// Hits of (event, ns), all in one task on one CPU.
     fn hits(xs: &[(&str, u64)]) -> Vec<Hit> {
-        xs.iter()
-            .map(|(e, ns)| Hit {
-                event: e.to_string(),
-                ns: *ns,
-                cpu: 0,
-                pid: 1,
-            })
-            .collect()
+        let xs: Vec<_> = xs.iter().map(|&(e, ns)| (e, ns, 0, 1)).collect();
+        hits_in(&xs)
     }
 
     /// Hits of (event, ns, cpu, pid).

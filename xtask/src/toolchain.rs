@@ -38,10 +38,9 @@ pub const ROOT_PACKAGES: &[&str] = &[
     "kmod",
     "python3",
     "xz-utils",
-    "clang",
-    "lld",
-    "llvm",
-    "bindgen",
+    // clang, lld and llvm come at rustc's LLVM version: see [`llvm_packages`];
+    // bindgen from crates.io: see [`BINDGEN`].
+    "ca-certificates",
     // guest programs, both arches (Rust's own packages are in RUST_PACKAGES)
     "gcc-aarch64-linux-gnu",
     "libc6-dev-arm64-cross",
@@ -85,8 +84,56 @@ pub fn rust_version(amd64: &str, arm64: &str) -> Option<String> {
         .map(str::to_string)
 }
 
+/// The LLVM major version a `rustc -vV` report names (`LLVM version: 22.1.8`).
+pub fn rustc_llvm_major(rustc_vv: &str) -> Option<u32> {
+    rustc_vv
+        .lines()
+        .find_map(|l| l.strip_prefix("LLVM version:"))
+        .and_then(|v| v.trim().split('.').next())
+        .and_then(|m| m.parse().ok())
+}
+
+/// The major version a `clang --version` report names
+/// (`Debian clang version 22.1.8 (1~deb13u5)`).
+pub fn clang_major(clang_version: &str) -> Option<u32> {
+    let first = clang_version.lines().next()?;
+    let rest = &first[first.find("clang version ")? + "clang version ".len()..];
+    rest.split('.').next()?.trim().parse().ok()
+}
+
+/// The Debian packages of LLVM `major`: the C compiler, linker and tools the
+/// kernel build uses with `LLVM=1`.
+///
+/// They are installed at rustc's LLVM version, not Debian's default, because
+/// `CONFIG_RUST_INLINE_HELPERS` (on in `common.config`) links the C helpers'
+/// bitcode into the Rust objects, and that needs Clang and rustc on one LLVM
+/// (`RUSTC_CLANG_LLVM_COMPATIBLE`). Debian builds its rustc against its own
+/// `llvm-toolchain-N`, so the matching `clang-N` is in the same archive.
+pub fn llvm_packages(major: u32) -> Vec<String> {
+    ["clang", "lld", "llvm"]
+        .iter()
+        .map(|p| format!("{p}-{major}"))
+        .collect()
+}
+
+/// The bindgen the root builds from crates.io (`cargo install --locked`).
+///
+/// Debian's bindgen (0.71.1) cannot be used with libclang 22 (rustc 1.98's
+/// LLVM): it turns structs with anonymous members into opaque blobs, which
+/// the kernel's `rustavailable` check names (rust-bindgen PR 3278, fixed in
+/// 0.72.1). 0.72.1 is the oldest release with the fix.
+pub const BINDGEN: &str = "0.72.1";
+
+/// Where a host keeps the CA bundle it trusts, by distribution family.
+const HOST_CA_BUNDLES: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/ca-bundle.pem",
+];
+
 /// Bumped when the provisioning steps change, so old roots are not reused.
-const ROOT_LAYOUT: u32 = 1;
+/// 2: clang, lld and llvm at rustc's LLVM version.
+const ROOT_LAYOUT: u32 = 2;
 
 /// How commands are run.
 #[derive(Clone, Debug)]
@@ -355,7 +402,7 @@ pub fn ensure_root_base(cache: &Cache, binds: Vec<PathBuf>) -> Result<Toolchain>
 
 /// The trixie root with the whole toolchain installed ([`ROOT_PACKAGES`]).
 pub fn ensure_root_packages(tc: &Toolchain, cache: &Cache) -> Result<()> {
-    let (_, stamps) = root_paths(cache);
+    let (root, stamps) = root_paths(cache);
     let done = stamps.join("packages.done");
     if done.exists() {
         return Ok(());
@@ -387,6 +434,44 @@ pub fn ensure_root_packages(tc: &Toolchain, cache: &Cache) -> Result<()> {
                 .args(ROOT_PACKAGES)
                 .args(RUST_PACKAGES.iter().map(|p| format!("{p}={rust}")));
             ui::run_logged(&mut tc.command(&install), &log, phase, hint)?;
+            let vv = tc.output(&Cmd::new("rustc").arg("-vV"))?;
+            let Some(major) = rustc_llvm_major(&vv) else {
+                bail!("`rustc -vV` in the root names no LLVM version:\n{vv}hint: rerun `cargo xtask setup`");
+            };
+            phase.status(&format!("LLVM {major}, as rustc's"));
+            let llvm = Cmd::new("apt-get")
+                .args(["-y", "install", "-t", &format!("{SUITE}-backports")])
+                .args(llvm_packages(major));
+            ui::run_logged(&mut tc.command(&llvm), &log, phase, hint)?;
+            // `clang`, `ld.lld`, `llvm-ar`, ... on PATH (before /usr/bin) are
+            // that version's; `llvm-config` then leads bindgen to its libclang.
+            let link = Cmd::new("sh").args([
+                "-c",
+                &format!("ln -sf /usr/lib/llvm-{major}/bin/* /usr/local/bin/"),
+            ]);
+            ui::run_logged(&mut tc.command(&link), &log, phase, hint)?;
+            phase.status(&format!("building bindgen {BINDGEN} (about 2 min)"));
+            let mut cargo = Cmd::new("cargo").args([
+                "install",
+                "--locked",
+                "--root",
+                "/usr/local",
+                &format!("bindgen-cli@{BINDGEN}"),
+            ]);
+            // crates.io is reached the way the host reaches it: with the CAs
+            // the host trusts (a proxy's own CA, for one).
+            if let Some(ca) = HOST_CA_BUNDLES.iter().map(Path::new).find(|p| p.is_file()) {
+                let inside = "etc/ssl/certs/host-ca-bundle.crt";
+                std::fs::copy(ca, root.join(inside))
+                    .with_context(|| format!("copying {} into the root", ca.display()))?;
+                cargo = cargo.env("CARGO_HTTP_CAINFO", format!("/{inside}"));
+            }
+            ui::run_logged(
+                &mut tc.command(&cargo),
+                &log,
+                phase,
+                "check access to crates.io (the host's cargo reaches it?), then rerun `cargo xtask setup`",
+            )?;
             std::fs::write(&done, "")?;
             Ok(tc
                 .output(&Cmd::new("rustc").arg("--version"))
@@ -416,7 +501,7 @@ fn need_privileges() -> Result<()> {
     bail!(
         "the Debian {SUITE} root is not provisioned yet and provisioning it (debootstrap, chroot) needs root.\n  \
          hint: run `sudo cargo xtask setup` once, or install a qualifying toolchain on the host: \
-         rustc >= 1.85 with rust-src, bindgen >= 0.71.1, clang, lld and llvm >= 17, make, bc, flex, \
+         rustc >= 1.85 with rust-src, bindgen >= 0.71.1, clang, lld and llvm of rustc's LLVM version, make, bc, flex, \
          bison, libelf-dev, libssl-dev, cpio, kmod, qemu-system-x86, qemu-system-arm, \
          gcc-aarch64-linux-gnu, libc6-dev-arm64-cross and libstd-rust-dev:arm64 matching rustc"
     )
@@ -494,12 +579,35 @@ pub fn host_shortfalls(src: &Path, scratch: &Path) -> Vec<String> {
             .args(["LLVM=1", "rustavailable"])
             .stdin(std::process::Stdio::null())
             .output()
-            .map(|o| o.status.success())
+            // Its warnings (`***` lines) name pairs known to build wrong
+            // bindings, such as bindgen < 0.72.1 with libclang 22.
+            .map(|o| o.status.success() && !String::from_utf8_lossy(&o.stderr).contains("***"))
             .unwrap_or(false);
         if !ok {
             missing.push(
-                "`make LLVM=1 rustavailable` fails (rustc with rust-src, bindgen >= 0.71.1)".into(),
+                "`make LLVM=1 rustavailable` fails or warns (rustc with rust-src, bindgen >= 0.71.1, \
+                 >= 0.72.1 with libclang 22)"
+                    .into(),
             );
+        }
+    }
+    // CONFIG_RUST_INLINE_HELPERS needs Clang on rustc's LLVM.
+    if missing.is_empty() {
+        let version = |prog: &str, arg: &str| {
+            Command::new(prog)
+                .arg(arg)
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default()
+        };
+        let rustc = rustc_llvm_major(&version("rustc", "-vV"));
+        let clang = clang_major(&version("clang", "--version"));
+        if rustc.is_none() || rustc != clang {
+            missing.push(format!(
+                "clang on rustc's LLVM (rustc's LLVM {}, clang {}): inline helpers need them equal",
+                rustc.map_or("?".into(), |m| m.to_string()),
+                clang.map_or("?".into(), |m| m.to_string()),
+            ));
         }
     }
     // The aarch64 guest programs need Rust's std for that target.
@@ -548,6 +656,20 @@ mod tests {
             Some("1.98.1+dfsg1-1~bpo13+1")
         );
         assert_eq!(rust_version(amd64, ""), None);
+    }
+
+    #[test]
+    fn llvm_majors_of_rustc_and_clang() {
+        let vv = "rustc 1.98.1 (48a229cea 2026-09-01) (built from a source tarball)\n\
+                  binary: rustc\nhost: x86_64-unknown-linux-gnu\nrelease: 1.98.1\n\
+                  LLVM version: 22.1.8\n";
+        assert_eq!(rustc_llvm_major(vv), Some(22));
+        assert_eq!(rustc_llvm_major("rustc 1.85.1\nrelease: 1.85.1\n"), None);
+        let clang = "Debian clang version 22.1.8 (1~deb13u5)\nTarget: x86_64-pc-linux-gnu\n";
+        assert_eq!(clang_major(clang), Some(22));
+        assert_eq!(clang_major("clang version 19.1.7\n"), Some(19));
+        assert_eq!(clang_major("gcc (Debian 14.2.0) 14.2.0\n"), None);
+        assert_eq!(llvm_packages(22), ["clang-22", "lld-22", "llvm-22"]);
     }
 
     #[test]

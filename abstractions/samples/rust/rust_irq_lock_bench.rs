@@ -123,19 +123,24 @@ struct Round {
 
 impl Round {
     /// The time of `BLOCK_ITERS` pairs of `case`.
+    ///
+    /// Under the lock, every case adds one to a `u64` with wraparound, as C's `bench_count++`
+    /// does (no overflow check), so that the cases differ in their locks only.
     fn time(&self, case: Case, irq: &LocalInterruptDisabled) -> i64 {
         match case {
             Case::LockWith => {
                 let start = Instant::<Monotonic>::now();
                 for _ in 0..BLOCK_ITERS {
-                    *self.lock.lock_with(irq) += 1;
+                    let mut count = self.lock.lock_with(irq);
+                    *count = count.wrapping_add(1);
                 }
                 start.elapsed().as_nanos()
             }
             Case::Lock => {
                 let start = Instant::<Monotonic>::now();
                 for _ in 0..BLOCK_ITERS {
-                    *self.lock.lock() += 1;
+                    let mut count = self.lock.lock();
+                    *count = count.wrapping_add(1);
                 }
                 start.elapsed().as_nanos()
             }

@@ -93,11 +93,11 @@ pub fn rustc_llvm_major(rustc_vv: &str) -> Option<u32> {
         .and_then(|m| m.parse().ok())
 }
 
-/// The major version a `clang --version` report names
-/// (`Debian clang version 22.1.8 (1~deb13u5)`).
-pub fn clang_major(clang_version: &str) -> Option<u32> {
-    let first = clang_version.lines().next()?;
-    let rest = &first[first.find("clang version ")? + "clang version ".len()..];
+/// The major version an LLVM tool's `--version` report names on its first line
+/// (`Debian clang version 22.1.8 (1~deb13u5)`, `Debian LLVM version 22.1.8`).
+pub fn llvm_tool_major(version: &str) -> Option<u32> {
+    let first = version.lines().next()?;
+    let rest = &first[first.find("version ")? + "version ".len()..];
     rest.split('.').next()?.trim().parse().ok()
 }
 
@@ -442,7 +442,15 @@ pub fn ensure_root_packages(tc: &Toolchain, cache: &Cache) -> Result<()> {
             let llvm = Cmd::new("apt-get")
                 .args(["-y", "install", "-t", &format!("{SUITE}-backports")])
                 .args(llvm_packages(major));
-            ui::run_logged(&mut tc.command(&llvm), &log, phase, hint)?;
+            ui::run_logged(
+                &mut tc.command(&llvm),
+                &log,
+                phase,
+                &format!(
+                    "the mirror must carry clang-{major}, lld-{major} and llvm-{major} (rustc's \
+                     LLVM); check the root's /etc/apt/sources.list, then rerun `cargo xtask setup`"
+                ),
+            )?;
             // `clang`, `ld.lld`, `llvm-ar`, ... on PATH (before /usr/bin) are
             // that version's; `llvm-config` then leads bindgen to its libclang.
             let link = Cmd::new("sh").args([
@@ -466,6 +474,12 @@ pub fn ensure_root_packages(tc: &Toolchain, cache: &Cache) -> Result<()> {
                     .with_context(|| format!("copying {} into the root", ca.display()))?;
                 cargo = cargo.env("CARGO_HTTP_CAINFO", format!("/{inside}"));
             }
+            // The root's commands start from an empty environment: hand on the host's proxy.
+            for var in ["https_proxy", "HTTPS_PROXY", "no_proxy", "NO_PROXY"] {
+                if let Some(v) = std::env::var_os(var) {
+                    cargo = cargo.env(var, v);
+                }
+            }
             ui::run_logged(
                 &mut tc.command(&cargo),
                 &log,
@@ -484,7 +498,7 @@ pub fn ensure_root_packages(tc: &Toolchain, cache: &Cache) -> Result<()> {
 
 fn root_paths(cache: &Cache) -> (PathBuf, PathBuf) {
     let key = crate::paths::short_hash(&format!(
-        "{ROOT_LAYOUT}\n{SUITE}\n{} {}",
+        "{ROOT_LAYOUT}\n{SUITE}\n{} {}\nbindgen {BINDGEN}",
         ROOT_PACKAGES.join(" "),
         RUST_PACKAGES.join(" ")
     ));
@@ -501,7 +515,7 @@ fn need_privileges() -> Result<()> {
     bail!(
         "the Debian {SUITE} root is not provisioned yet and provisioning it (debootstrap, chroot) needs root.\n  \
          hint: run `sudo cargo xtask setup` once, or install a qualifying toolchain on the host: \
-         rustc >= 1.85 with rust-src, bindgen >= 0.71.1, clang, lld and llvm of rustc's LLVM version, make, bc, flex, \
+         rustc >= 1.85 with rust-src, bindgen >= 0.71.1 (>= 0.72.1 with libclang 22), clang, lld and llvm of rustc's LLVM version, make, bc, flex, \
          bison, libelf-dev, libssl-dev, cpio, kmod, qemu-system-x86, qemu-system-arm, \
          gcc-aarch64-linux-gnu, libc6-dev-arm64-cross and libstd-rust-dev:arm64 matching rustc"
     )
@@ -560,6 +574,7 @@ pub fn host_shortfalls(src: &Path, scratch: &Path) -> Vec<String> {
         ("make", "make"),
         ("clang", "clang"),
         ("ld.lld", "lld"),
+        ("llvm-link", "llvm"),
         ("bindgen", "bindgen"),
         ("rustc", "rustc + rust-src"),
         ("qemu-system-x86_64", "qemu-system-x86"),
@@ -600,14 +615,18 @@ pub fn host_shortfalls(src: &Path, scratch: &Path) -> Vec<String> {
                 .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
                 .unwrap_or_default()
         };
+        let major = |m: Option<u32>| m.map_or("?".into(), |m| m.to_string());
         let rustc = rustc_llvm_major(&version("rustc", "-vV"));
-        let clang = clang_major(&version("clang", "--version"));
-        if rustc.is_none() || rustc != clang {
-            missing.push(format!(
-                "clang on rustc's LLVM (rustc's LLVM {}, clang {}): inline helpers need them equal",
-                rustc.map_or("?".into(), |m| m.to_string()),
-                clang.map_or("?".into(), |m| m.to_string()),
-            ));
+        // llvm-link joins the helpers' bitcode to rustc's; clang compiles the result.
+        for tool in ["clang", "llvm-link"] {
+            let theirs = llvm_tool_major(&version(tool, "--version"));
+            if rustc.is_none() || rustc != theirs {
+                missing.push(format!(
+                    "{tool} on rustc's LLVM (rustc's LLVM {}, {tool} {}): inline helpers need them equal",
+                    major(rustc),
+                    major(theirs),
+                ));
+            }
         }
     }
     // The aarch64 guest programs need Rust's std for that target.
@@ -666,9 +685,11 @@ mod tests {
         assert_eq!(rustc_llvm_major(vv), Some(22));
         assert_eq!(rustc_llvm_major("rustc 1.85.1\nrelease: 1.85.1\n"), None);
         let clang = "Debian clang version 22.1.8 (1~deb13u5)\nTarget: x86_64-pc-linux-gnu\n";
-        assert_eq!(clang_major(clang), Some(22));
-        assert_eq!(clang_major("clang version 19.1.7\n"), Some(19));
-        assert_eq!(clang_major("gcc (Debian 14.2.0) 14.2.0\n"), None);
+        assert_eq!(llvm_tool_major(clang), Some(22));
+        assert_eq!(llvm_tool_major("clang version 19.1.7\n"), Some(19));
+        let link = "Debian LLVM version 22.1.8\n  Optimized build.\n";
+        assert_eq!(llvm_tool_major(link), Some(22));
+        assert_eq!(llvm_tool_major("gcc (Debian 14.2.0) 14.2.0\n"), None);
         assert_eq!(llvm_packages(22), ["clang-22", "lld-22", "llvm-22"]);
     }
 

@@ -127,11 +127,7 @@ fn getparam_ioctl(fd: std::os::fd::BorrowedFd<'_>, param: u64, value: u64) -> st
     // SAFETY: `arg` is a valid `struct drm_virtgpu_getparam` for the call; the kernel checks the
     // user pointer `value`.
     let r = unsafe { libc::ioctl(fd.as_raw_fd(), VIRTGPU_GETPARAM, &mut arg) };
-    if r < 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+    os_result(r).map(drop)
 }
 
 /// Asks the virtgpu driver behind `fd` for parameter `param`.
@@ -168,17 +164,28 @@ pub fn drm_raw_ioctl(fd: std::os::fd::BorrowedFd<'_>, nr: u8) -> std::io::Result
     let cmd = (u32::from(b'd') << 8 | u32::from(nr)) as libc::c_ulong;
     // SAFETY: An `_IO` ioctl passes no argument the kernel would read or write.
     let r = unsafe { libc::ioctl(fd.as_raw_fd(), cmd, 0) };
-    if r < 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+    os_result(r).map(drop)
+}
+
+/// `_IOC(dir, ty, nr, size_of::<T>())`: an ioctl number whose argument is a `T`, so that the
+/// kernel copies exactly a `T`. `dir` is 1 for `_IOW`, 3 for `_IOWR`.
+fn ioc<T>(dir: libc::c_ulong, ty: u8, nr: u8) -> libc::c_ulong {
+    let size = std::mem::size_of::<T>() as libc::c_ulong;
+    (dir << 30) | (size << 16) | (libc::c_ulong::from(ty) << 8) | libc::c_ulong::from(nr)
 }
 
 /// `_IOWR('d', nr, T)`: the number of the DRM ioctl `nr` that reads and writes a `T`.
 fn drm_iowr<T>(nr: u8) -> libc::c_ulong {
-    let size = std::mem::size_of::<T>() as libc::c_ulong;
-    (3 << 30) | (size << 16) | (libc::c_ulong::from(b'd') << 8) | libc::c_ulong::from(nr)
+    ioc::<T>(3, b'd', nr)
+}
+
+/// A libc call's result: the error in `errno` when it returned a negative value.
+fn os_result(r: libc::c_int) -> std::io::Result<libc::c_int> {
+    if r < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
 }
 
 /// `DRM_IOCTL_GEM_FLINK`, which `drm-ffi` does not wrap: a global name for the object of
@@ -190,11 +197,54 @@ pub fn gem_flink(fd: std::os::fd::BorrowedFd<'_>, handle: u32) -> std::io::Resul
     let cmd = drm_iowr::<drm_gem_flink>(0x0a);
     // SAFETY: `arg` is the ioctl's argument struct, writable for the call; it holds no pointer.
     let r = unsafe { libc::ioctl(fd.as_raw_fd(), cmd, std::ptr::addr_of_mut!(arg)) };
-    if r < 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(arg.name)
+    os_result(r).map(|_| arg.name)
+}
+
+/// A dma-buf of `size` bytes (a page multiple) that no DRM driver exported: udmabuf's
+/// (`/dev/udmabuf`, `CONFIG_UDMABUF`) over a sealed memfd. It is what another device's buffer
+/// looks like to the virtio-gpu drivers' PRIME import.
+pub fn foreign_dma_buf(size: u64) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    /// `struct udmabuf_create` of include/uapi/linux/udmabuf.h.
+    #[repr(C)]
+    struct UdmabufCreate {
+        memfd: u32,
+        flags: u32,
+        offset: u64,
+        size: u64,
     }
+    const _: () = assert!(std::mem::size_of::<UdmabufCreate>() == 24);
+    /// `UDMABUF_FLAGS_CLOEXEC`.
+    const UDMABUF_FLAGS_CLOEXEC: u32 = 0x01;
+    let flags = libc::MFD_ALLOW_SEALING | libc::MFD_CLOEXEC;
+    // SAFETY: The name is a NUL-terminated string; the call takes no other pointer.
+    let memfd = os_result(unsafe { libc::memfd_create(c"vrs-foreign".as_ptr(), flags) })?;
+    // SAFETY: memfd_create succeeded, so `memfd` is a new descriptor nothing else owns.
+    let memfd = unsafe { OwnedFd::from_raw_fd(memfd) };
+    let len =
+        libc::off_t::try_from(size).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: `memfd` is an open descriptor; the call takes no pointer.
+    os_result(unsafe { libc::ftruncate(memfd.as_raw_fd(), len) })?;
+    // udmabuf requires that the memfd cannot shrink under the buffer.
+    // SAFETY: As above.
+    os_result(unsafe { libc::fcntl(memfd.as_raw_fd(), libc::F_ADD_SEALS, libc::F_SEAL_SHRINK) })?;
+    let dev = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/udmabuf")?;
+    let arg = UdmabufCreate {
+        memfd: memfd.as_raw_fd() as u32,
+        flags: UDMABUF_FLAGS_CLOEXEC,
+        offset: 0,
+        size,
+    };
+    // `_IOW('u', 0x42, struct udmabuf_create)`.
+    let cmd = ioc::<UdmabufCreate>(1, b'u', 0x42);
+    // SAFETY: `cmd` encodes the size of `UdmabufCreate`, so the kernel reads exactly `arg`, which
+    // is valid for the call and holds no pointer.
+    let buf = os_result(unsafe { libc::ioctl(dev.as_raw_fd(), cmd, &raw const arg) })?;
+    // SAFETY: UDMABUF_CREATE succeeded and returned a new dma-buf descriptor nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(buf) })
 }
 
 pub mod kprobe;
@@ -381,11 +431,7 @@ pub mod virtgpu {
         let cmd = super::drm_iowr::<T>(0x40 + nr);
         // SAFETY: `arg` is a valid `T` for the call; the caller vouches for its pointers.
         let r = unsafe { libc::ioctl(fd.as_raw_fd(), cmd, std::ptr::from_mut(arg)) };
-        if r < 0 {
-            Err(std::io::Error::last_os_error())
-        } else {
-            Ok(())
-        }
+        super::os_result(r).map(drop)
     }
 
     /// [`ioctl`] for an argument struct without user pointers: every field is plain data, so

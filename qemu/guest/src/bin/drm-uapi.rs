@@ -226,6 +226,31 @@ fn run(fd: BorrowedFd<'_>, c: &mut Calls) {
             |_| String::new(),
         );
     }
+    // A buffer another device exported. C imports one only with RESOURCE_BLOB (and without
+    // virgl); without, drm_gem_prime_import() attaches and maps it, then C's
+    // gem_prime_import_sg_table refuses it. The transcript compares the answers.
+    let foreign = c.call(
+        "prime_import_foreign_setup",
+        Success,
+        virtgpu_guest::foreign_dma_buf(64 * 64 * 4),
+        |_| String::new(),
+    );
+    if let Some(buf) = foreign {
+        let imported = c.call(
+            "prime_import_foreign",
+            Either,
+            ffi::gem::fd_to_handle(fd, buf.as_fd()),
+            |_| String::new(),
+        );
+        if let Some(h) = imported {
+            c.call(
+                "gem_close_imported",
+                Success,
+                ffi::gem::close(fd, h.handle),
+                |_| String::new(),
+            );
+        }
+    }
     c.call(
         "map_dumb_bad_handle",
         Failure,

@@ -59,12 +59,25 @@ pub struct BootArgs {
     /// Extra kernel command line arguments for the guest.
     #[arg(long, default_value = "")]
     append: String,
-    /// Seconds before a guest that has not powered off counts as hung.
-    #[arg(long, default_value_t = 600)]
-    timeout: u64,
+    /// Seconds before a guest that has not powered off counts as hung
+    /// (default 600; `bench` 1800, whose one boot runs every benchmark).
+    #[arg(long)]
+    timeout: Option<u64>,
     /// Parallel make jobs (default: the number of CPUs).
     #[arg(long)]
     jobs: Option<usize>,
+}
+
+impl BootArgs {
+    /// The guest timeout in seconds: `--timeout`, else the command's `default`.
+    pub fn timeout_or(&self, default: u64) -> u64 {
+        self.timeout.unwrap_or(default)
+    }
+
+    /// The guest timeout for commands whose boots run the test suites.
+    pub fn timeout(&self) -> u64 {
+        self.timeout_or(600)
+    }
 }
 
 #[derive(Subcommand)]

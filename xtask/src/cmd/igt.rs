@@ -482,7 +482,9 @@ fn run_shard(
             .join(format!("igt-{}-shard-{index}-of-{count}", a.driver.name())),
     )?;
     // Each test is bounded; the boot gets the sum and some.
-    let timeout = args.timeout.max(items.len() as u64 * a.test_timeout + 300);
+    let timeout = args
+        .timeout()
+        .max(items.len() as u64 * a.test_timeout + 300);
     boot::boot(
         ctx,
         b,

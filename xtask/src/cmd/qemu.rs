@@ -49,7 +49,7 @@ pub fn run(
                     key::RENDER_SECONDS,
                     boot_args.append
                 ),
-                boot_args.timeout,
+                boot_args.timeout(),
             )
         },
     )?;

@@ -516,7 +516,7 @@ impl TestRun<'_> {
                 renders: usize::from(render) + usize::from(render_rust),
                 packages: true,
                 files,
-                ..Boot::new(&run_dir, steps.clone(), append, self.args.timeout)
+                ..Boot::new(&run_dir, steps.clone(), append, self.args.timeout())
             },
         )?;
         let expected = expected_suites(&self.suites_text, arch);
@@ -657,7 +657,7 @@ impl TestRun<'_> {
                     &run_dir,
                     steps.clone(),
                     format!("{} {}", case.kunit_arg(), self.args.append),
-                    self.args.timeout,
+                    self.args.timeout(),
                 ),
             )?;
             let mut verdict = match case.judge(&out.log, &out.splats, out.error.as_deref()) {

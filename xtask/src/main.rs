@@ -68,6 +68,9 @@ pub struct BootArgs {
     jobs: Option<usize>,
 }
 
+/// Guest timeout in seconds of the boots that run the test suites (and `qemu`'s).
+const BOOT_TIMEOUT: u64 = 600;
+
 impl BootArgs {
     /// The guest timeout in seconds: `--timeout`, else the command's `default`.
     pub fn timeout_or(&self, default: u64) -> u64 {
@@ -76,7 +79,7 @@ impl BootArgs {
 
     /// The guest timeout for commands whose boots run the test suites.
     pub fn timeout(&self) -> u64 {
-        self.timeout_or(600)
+        self.timeout_or(BOOT_TIMEOUT)
     }
 }
 

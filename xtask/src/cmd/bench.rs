@@ -111,9 +111,9 @@ fn bench_boot_ok(
     ok
 }
 
-/// Guest timeout of a bench boot, in seconds. One boot runs every benchmark: arm64 under TCG
-/// with KASAN needs about 700 s, more than the 600 s a test boot gets; 1800 leaves room for a
-/// slower host.
+/// Guest timeout of a bench boot, in seconds. One boot runs every benchmark: arm64's under TCG
+/// with KASAN took 588 s in one run and over 600 s in another, the timeout of a test boot; 1800
+/// leaves room for a slower host.
 const BENCH_TIMEOUT: u64 = 1800;
 
 /// The variant kernel the Arc benchmark compares with.

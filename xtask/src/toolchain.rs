@@ -409,7 +409,7 @@ pub fn ensure_root_packages(tc: &Toolchain, cache: &Cache) -> Result<()> {
     }
     need_privileges()?;
     let log = stamps.join("setup.log");
-    let hint = "rerun `cargo xtask setup`: it resumes where it stopped";
+    let hint = RESUME_HINT;
     Phase::start("setup: packages").run(
         |phase| {
             // Repairs an interrupted earlier run.
@@ -429,63 +429,11 @@ pub fn ensure_root_packages(tc: &Toolchain, cache: &Cache) -> Result<()> {
                 );
             };
             phase.status(&format!("Rust {rust}"));
-            let install = Cmd::new("apt-get")
-                .args(["-y", "install", "-t", &format!("{SUITE}-backports")])
-                .args(ROOT_PACKAGES)
+            let install = apt_install(ROOT_PACKAGES)
                 .args(RUST_PACKAGES.iter().map(|p| format!("{p}={rust}")));
             ui::run_logged(&mut tc.command(&install), &log, phase, hint)?;
-            let vv = tc.output(&Cmd::new("rustc").arg("-vV"))?;
-            let Some(major) = rustc_llvm_major(&vv) else {
-                bail!("`rustc -vV` in the root names no LLVM version:\n{vv}hint: rerun `cargo xtask setup`");
-            };
-            phase.status(&format!("LLVM {major}, as rustc's"));
-            let llvm = Cmd::new("apt-get")
-                .args(["-y", "install", "-t", &format!("{SUITE}-backports")])
-                .args(llvm_packages(major));
-            ui::run_logged(
-                &mut tc.command(&llvm),
-                &log,
-                phase,
-                &format!(
-                    "the mirror must carry clang-{major}, lld-{major} and llvm-{major} (rustc's \
-                     LLVM); check the root's /etc/apt/sources.list, then rerun `cargo xtask setup`"
-                ),
-            )?;
-            // `clang`, `ld.lld`, `llvm-ar`, ... on PATH (before /usr/bin) are
-            // that version's; `llvm-config` then leads bindgen to its libclang.
-            let link = Cmd::new("sh").args([
-                "-c",
-                &format!("ln -sf /usr/lib/llvm-{major}/bin/* /usr/local/bin/"),
-            ]);
-            ui::run_logged(&mut tc.command(&link), &log, phase, hint)?;
-            phase.status(&format!("building bindgen {BINDGEN} (about 2 min)"));
-            let mut cargo = Cmd::new("cargo").args([
-                "install",
-                "--locked",
-                "--root",
-                "/usr/local",
-                &format!("bindgen-cli@{BINDGEN}"),
-            ]);
-            // crates.io is reached the way the host reaches it: with the CAs
-            // the host trusts (a proxy's own CA, for one).
-            if let Some(ca) = HOST_CA_BUNDLES.iter().map(Path::new).find(|p| p.is_file()) {
-                let inside = "etc/ssl/certs/host-ca-bundle.crt";
-                std::fs::copy(ca, root.join(inside))
-                    .with_context(|| format!("copying {} into the root", ca.display()))?;
-                cargo = cargo.env("CARGO_HTTP_CAINFO", format!("/{inside}"));
-            }
-            // The root's commands start from an empty environment: hand on the host's proxy.
-            for var in ["https_proxy", "HTTPS_PROXY", "no_proxy", "NO_PROXY"] {
-                if let Some(v) = std::env::var_os(var) {
-                    cargo = cargo.env(var, v);
-                }
-            }
-            ui::run_logged(
-                &mut tc.command(&cargo),
-                &log,
-                phase,
-                "check access to crates.io (the host's cargo reaches it?), then rerun `cargo xtask setup`",
-            )?;
+            install_llvm(tc, &log, phase)?;
+            install_bindgen(tc, &root, &log, phase)?;
             std::fs::write(&done, "")?;
             Ok(tc
                 .output(&Cmd::new("rustc").arg("--version"))
@@ -494,6 +442,76 @@ pub fn ensure_root_packages(tc: &Toolchain, cache: &Cache) -> Result<()> {
         |rustc| rustc.trim().to_string(),
     )?;
     Ok(())
+}
+
+/// What to do after a provisioning step failed.
+const RESUME_HINT: &str = "rerun `cargo xtask setup`: it resumes where it stopped";
+
+/// `apt-get install` of `packages` in the root, backports preferred.
+fn apt_install<S: AsRef<std::ffi::OsStr>>(packages: impl IntoIterator<Item = S>) -> Cmd {
+    Cmd::new("apt-get")
+        .args(["-y", "install", "-t", &format!("{SUITE}-backports")])
+        .args(packages)
+}
+
+/// Installs [`llvm_packages`] at the LLVM version of the root's rustc and puts
+/// them first on PATH.
+fn install_llvm(tc: &Toolchain, log: &Path, phase: &Phase) -> Result<()> {
+    let vv = tc.output(&Cmd::new("rustc").arg("-vV"))?;
+    let Some(major) = rustc_llvm_major(&vv) else {
+        bail!(
+            "`rustc -vV` in the root names no LLVM version:\n{vv}hint: rerun `cargo xtask setup`"
+        );
+    };
+    phase.status(&format!("LLVM {major}, as rustc's"));
+    ui::run_logged(
+        &mut tc.command(&apt_install(llvm_packages(major))),
+        log,
+        phase,
+        &format!(
+            "the mirror must carry clang-{major}, lld-{major} and llvm-{major} (rustc's \
+             LLVM); check the root's /etc/apt/sources.list, then rerun `cargo xtask setup`"
+        ),
+    )?;
+    // `clang`, `ld.lld`, `llvm-ar`, ... on PATH (before /usr/bin) are
+    // that version's; `llvm-config` then leads bindgen to its libclang.
+    let link = Cmd::new("sh").args([
+        "-c",
+        &format!("ln -sf /usr/lib/llvm-{major}/bin/* /usr/local/bin/"),
+    ]);
+    ui::run_logged(&mut tc.command(&link), log, phase, RESUME_HINT)
+}
+
+/// Builds bindgen [`BINDGEN`] from crates.io into the root's /usr/local,
+/// reaching crates.io as the host does.
+fn install_bindgen(tc: &Toolchain, root: &Path, log: &Path, phase: &Phase) -> Result<()> {
+    phase.status(&format!("building bindgen {BINDGEN} (about 2 min)"));
+    let mut cargo = Cmd::new("cargo").args([
+        "install",
+        "--locked",
+        "--root",
+        "/usr/local",
+        &format!("bindgen-cli@{BINDGEN}"),
+    ]);
+    // With the CAs the host trusts (a proxy's own CA, for one).
+    if let Some(ca) = HOST_CA_BUNDLES.iter().map(Path::new).find(|p| p.is_file()) {
+        let inside = "etc/ssl/certs/host-ca-bundle.crt";
+        std::fs::copy(ca, root.join(inside))
+            .with_context(|| format!("copying {} into the root", ca.display()))?;
+        cargo = cargo.env("CARGO_HTTP_CAINFO", format!("/{inside}"));
+    }
+    // The root's commands start from an empty environment: hand on the host's proxy.
+    for var in ["https_proxy", "HTTPS_PROXY", "no_proxy", "NO_PROXY"] {
+        if let Some(v) = std::env::var_os(var) {
+            cargo = cargo.env(var, v);
+        }
+    }
+    ui::run_logged(
+        &mut tc.command(&cargo),
+        log,
+        phase,
+        "check access to crates.io (the host's cargo reaches it?), then rerun `cargo xtask setup`",
+    )
 }
 
 fn root_paths(cache: &Cache) -> (PathBuf, PathBuf) {
